@@ -246,12 +246,12 @@ def _trace_objects(scene: Scene, poses, origins, dirs, frame_of_ray, want_normal
     idx = np.full(n_rays, -1, dtype=np.int8)
     n_best = np.zeros((n_rays, 3), dtype=_F32) if want_normals else None
     p_local = np.zeros((n_rays, 3), dtype=_F32) if want_normals else None
-    a = (dirs * dirs).sum(-1)
+    a = np.einsum("ij,ij->i", dirs, dirs)
     for i, (obj, (pos, yaw)) in enumerate(zip(scene.objects, poses)):
-        centre = (pos + np.array([0.0, 1.2 * obj.size, 0.0]))[frame_of_ray].astype(_F32)
-        oc = origins - centre
-        b = (oc * dirs).sum(-1)
-        c = (oc * oc).sum(-1) - (1.9 * obj.size) ** 2
+        centre = (pos + np.array([0.0, 1.2 * obj.size, 0.0])).astype(_F32)
+        oc = origins - centre[frame_of_ray]
+        b = np.einsum("ij,ij->i", oc, dirs)
+        c = np.einsum("ij,ij->i", oc, oc) - _F32((1.9 * obj.size) ** 2)
         cand = np.nonzero(b * b - a * c >= 0)[0]
         if cand.size == 0:
             continue
@@ -354,36 +354,33 @@ def _render(scene: Scene, num_frames: int, height: int, width: int, relative_pos
     t0 = np.where(hit, t, 0.0).astype(_F32)
     points = origins + t0[..., None] * dirs
 
-    # Albedo.
+    # Albedo, computed only where each surface is seen.
     albedo = np.zeros(dirs.shape, dtype=_F32)
-    fx = K[0, 0]
-    dnorm = np.linalg.norm(dirs, axis=-1)
-    grazing = np.abs(dirs[..., 1]) / dnorm
-    footprint = t0 / fx * np.minimum(1.0 / np.maximum(grazing, 0.05), 8.0) * 1.2
-    gmask = hit & ~hit_obj
-    albedo = np.where(gmask[..., None], _ground_albedo(scene, points[..., 0], points[..., 2], footprint), albedo)
+    g = np.nonzero(hit & ~hit_obj)[0]
+    dg = dirs[g]
+    grazing = np.abs(dg[:, 1]) / np.linalg.norm(dg, axis=-1)
+    footprint = t0[g] / K[0, 0] * np.minimum(1.0 / np.maximum(grazing, 0.05), 8.0) * 1.2
+    albedo[g] = _ground_albedo(scene, points[g, 0], points[g, 2], footprint)
     for i, obj in enumerate(scene.objects):
-        m = hit_obj & (obj_idx == i)
+        m = np.nonzero(hit_obj & (obj_idx == i))[0]
         base = np.array(COLORS[obj.color], dtype=_F32)
-        q = obj.size / 1.4
-        pl = p_local
-        chk = (np.floor(pl[..., 0] / q) + np.floor(pl[..., 1] / q) + np.floor(pl[..., 2] / q)) % 2
+        pl = p_local[m] / (obj.size / 1.4)
+        chk = (np.floor(pl).sum(-1) % 2)[:, None]
         # Dark objects get lighter texture, light objects darker texture: always visible.
-        tex = base * (1 - 0.2 * chk[..., None]) if base.mean() > 0.2 else base + 0.12 * chk[..., None]
-        albedo = np.where(m[..., None], tex, albedo)
+        albedo[m] = base * (1 - 0.2 * chk) if base.mean() > 0.2 else base + 0.12 * chk
 
     # Lambertian shading with hard shadows from a directional light.
     normals = np.where(hit_obj[..., None], n_obj, np.array([0, 1, 0], dtype=_F32))
-    ndotl = np.clip((normals * LIGHT_DIR.astype(_F32)).sum(-1), 0, 1)
+    ndotl = np.clip(normals @ LIGHT_DIR.astype(_F32), 0, 1)
     facing = np.nonzero(hit & (ndotl > 0))[0]  # back-facing points are dark anyway
     t_sh = np.full(hit.shape, np.inf, dtype=_F32)
     t_sh[facing] = _trace_objects(
         scene, poses, points[facing] + normals[facing] * 1e-3,
         np.broadcast_to(LIGHT_DIR.astype(_F32), (facing.size, 3)), frame_of_ray[facing], want_normals=False)[0]
     lit = np.where(np.isfinite(t_sh), 0.0, 1.0).astype(_F32)
-    shade = AMBIENT + (1 - AMBIENT) * ndotl * lit
-    color = albedo * shade[..., None]
-    color = np.where(hit[..., None], color, _sky(scene, dirs))
+    color = albedo * (AMBIENT + (1 - AMBIENT) * ndotl * lit)[..., None]
+    sky = np.nonzero(~hit)[0]
+    color[sky] = _sky(scene, dirs[sky])
 
     frames = (np.clip(color, 0, 1) * 255 + 0.5).astype(np.uint8).reshape(F, height, width, 3)
     return {

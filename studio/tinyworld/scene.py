@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -80,7 +81,7 @@ fixed static still stationary remains stays holds locked steady motionless does 
 in out forward back backward away closer sideways laterally track tracks tracking glide
 object objects shape shapes toy toys together pair group cluster arrangement side each other
 also both some several simple bright colored coloured rendered render world tiny tinyworld
-pattern patterned sun weather mid afternoon morning
+pattern patterned sun weather mid afternoon morning place hopping
 """.split())
 
 
@@ -141,6 +142,12 @@ class ParsedPrompt:
     unknown_words: list[str]
 
 
+@lru_cache(maxsize=1)
+def _vocabulary() -> frozenset[str]:
+    return frozenset(set(SHAPE_WORDS) | set(GROUND_WORDS) | set(SKY_WORDS) | set(MOTION_WORDS) | set(SIZE_WORDS)
+                     | set(COUNT_WORDS) | set(COLORS) | FUNCTION_WORDS)
+
+
 def _words(text: str) -> list[str]:
     return re.findall(r"[a-z]+", text.lower().replace("-", " "))
 
@@ -170,8 +177,12 @@ def parse_scene_prompt(prompt: str) -> ParsedPrompt:
                 count = COUNT_WORDS[v]
                 used[j] = True
                 break
-            else:
+            elif v in _vocabulary():
                 break
+            # unknown words ("a red dragon cube") are skipped, not a boundary
+            used[j] = True
+            j -= 1
+            continue
             used[j] = True
             j -= 1
         # A verb after the noun: "a red cube spins", "a cone that slides to the left".
@@ -194,9 +205,7 @@ def parse_scene_prompt(prompt: str) -> ParsedPrompt:
         i = words.index("sky")
         if i > 0 and words[i - 1] in SKY_WORDS:
             sky = SKY_WORDS[words[i - 1]]
-    vocab = (set(SHAPE_WORDS) | set(GROUND_WORDS) | set(SKY_WORDS) | set(MOTION_WORDS) | set(SIZE_WORDS)
-             | set(COUNT_WORDS) | set(COLORS) | FUNCTION_WORDS | {"that", "which", "is"})
-    unknown = sorted({w for w in words if w not in vocab})
+    unknown = sorted({w for w in words if w not in _vocabulary()})
     return ParsedPrompt(objects=objects[:3], ground=ground, sky=sky,
                         moves=parse_camera_motion(prompt), unknown_words=unknown)
 

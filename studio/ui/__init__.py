@@ -1,0 +1,1 @@
+"""Gradio wiring, one module per tab; handlers live in the library."""
