@@ -4,19 +4,34 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 
-def build_app():
+def build_app(data_dir: str | Path = "data"):
     import gradio as gr
 
     from studio import __version__
+    from studio.services import Services
+    from studio.ui.generate_tab import build_analyze_section, build_generate_tab
+    from studio.ui.study_tab import build_study_tab
     from studio.ui.tinyworld_tab import build_tinyworld_tab
+    from studio.ui.train_tab import build_train_tab
 
+    services = Services(data_dir, db_url=os.environ.get("STUDIO_DB_URL"))
     with gr.Blocks(title="World-R1 Studio") as demo:
         gr.Markdown(f"# World-R1 Studio <small>v{__version__}</small>\n"
-                    "Text-to-video with 3D-consistency analysis. Embedded world: **TinyWorld**.")
-        with gr.Tab("TinyWorld"):
+                    "Text-to-video with a 3D-consistency check, blind A/B studies, and Flow-GRPO tuning "
+                    "toward 3D consistency (World-R1). Embedded world: **TinyWorld**.")
+        with gr.Tab("Generate & compare", id="generate"):
+            build_generate_tab(services)
+            build_analyze_section()
+        with gr.Tab("A/B study", id="study"):
+            build_study_tab(services)
+        with gr.Tab("Training", id="training"):
+            build_train_tab(services.training)
+        with gr.Tab("TinyWorld", id="tinyworld"):
             build_tinyworld_tab()
+    demo.services = services
     return demo
 
 
@@ -27,9 +42,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-dir", default=os.environ.get("STUDIO_DATA_DIR", "data"))
     args = ap.parse_args(argv)
     os.environ["STUDIO_DATA_DIR"] = args.data_dir
+    os.environ["STUDIO_HOST"] = args.host
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    demo = build_app()
-    demo.queue().launch(server_name=args.host, server_port=args.port)
+    demo = build_app(args.data_dir)
+    demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port,
+                                                   allowed_paths=[str(Path(args.data_dir).resolve())])
 
 
 if __name__ == "__main__":

@@ -1,0 +1,197 @@
+"""Generate & compare tab: baseline vs World-R1-tuned, same seed, with depth, paths, point clouds, metrics."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import gradio as gr
+
+from studio.camera import MOVES, camera_clause, parse_camera_motion
+from studio.services import Services
+
+EXAMPLES = [
+    "Camera orbit left, then push in. A red cube and a blue sphere sit on a checkered floor under a clear blue sky.",
+    "Camera pan right. A yellow pyramid and a white cylinder rest on a tiled floor at sunset.",
+    "Camera move left, then tilt up. A large purple cylinder stands on a striped floor.",
+    "Camera pull out. A green cone and a small orange cube on a checkered floor in daylight.",
+    "Camera orbit right, then pan left. A black sphere rests on a tiled ground under an overcast sky.",
+]
+_CLAUSE = re.compile(r"^\s*camera\b[^.]*\.\s*", re.IGNORECASE)
+
+
+def with_camera_clause(prompt: str, moves: list[str]) -> str:
+    """Replace the prompt's leading 'Camera ... .' clause by the one for `moves`."""
+    body = _CLAUSE.sub("", prompt or "").strip()
+    clause = camera_clause(list(moves or []))
+    return f"{clause} {body}".strip()
+
+
+def run_compare(services: Services, prompt, seed, steps, guidance, frames, size, camera_init, model, lora,
+                progress=None) -> dict:
+    """Handler: validate, compare, and return plain data for the outputs (also the /generate API)."""
+    from studio.compare import compare
+
+    prompt = (prompt or "").strip()
+    if not prompt:
+        raise ValueError("the prompt is empty: describe a scene, e.g. 'Camera orbit left. A red cube on a checkered floor.'")
+    try:
+        seed, steps, frames, size = int(seed), int(steps), int(frames), int(size)
+        guidance = float(guidance)
+    except (TypeError, ValueError):
+        raise ValueError("seed, steps, frames and size must be whole numbers and guidance a number") from None
+    model = (model or "tinyworld").strip()
+    lora = (lora or "").strip() or None
+    out_dir = services.data_dir / "compare" / f"{abs(hash((prompt, seed, steps, guidance, frames, size, camera_init, model, lora))):x}"
+    c = compare(prompt, seed=seed, num_frames=frames, height=size, width=size, steps=steps, guidance=guidance,
+                camera_init=bool(camera_init), model=model, lora=lora, out_dir=out_dir, progress=progress)
+    base, tuned = c.side("baseline"), c.side("tuned")
+    downloads = [str(c.out_dir / "metrics.json")] + [p for s in c.sides for k, p in s.files.items()
+                                                    if k in ("video", "glb", "ply")]
+    return {
+        "baseline_video": base.files["video"], "tuned_video": tuned.files["video"] if tuned else None,
+        "baseline_depth": base.files["depth_video"], "tuned_depth": tuned.files["depth_video"] if tuned else None,
+        "baseline_glb": base.files["glb"], "tuned_glb": tuned.files["glb"] if tuned else None,
+        "figure": c.figure, "table": c.table, "downloads": downloads,
+        "moves": base.clip.moves, "notes": c.notes, "timings": c.timings,
+        "metrics": {s.label: s.metrics for s in c.sides},
+    }
+
+
+SYNC_PLAY_JS = """
+() => {
+  setTimeout(() => {
+    const vids = ['#gen-baseline video', '#gen-tuned video'].map(s => document.querySelector(s)).filter(Boolean);
+    vids.forEach(v => { v.loop = true; v.muted = true; v.currentTime = 0; });
+    vids.forEach(v => v.play().catch(() => {}));
+  }, 300);
+}
+"""
+
+
+def build_generate_tab(services: Services) -> None:
+    with gr.Row():
+        with gr.Column(scale=3):
+            prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=3, max_lines=6,
+                                elem_id="gen-prompt")
+            moves = gr.Dropdown(list(MOVES), value=parse_camera_motion(EXAMPLES[0]), multiselect=True,
+                                label="Camera moves (writes the camera clause)")
+        with gr.Column(scale=2):
+            with gr.Row():
+                seed = gr.Number(label="Seed", value=0, precision=0, minimum=0, maximum=2**31 - 1)
+                dice = gr.Button("🎲", scale=0, min_width=40)
+                camera_init = gr.Checkbox(label="Camera-aware init", value=True)
+            with gr.Row():
+                steps = gr.Slider(1, 100, value=20, step=1, label="Steps")
+                guidance = gr.Slider(1.0, 15.0, value=5.0, step=0.5, label="Guidance")
+            with gr.Row():
+                frames = gr.Slider(5, 33, value=17, step=4, label="Frames (4k+1)")
+                size = gr.Radio([64, 128], value=64, label="Size")
+            with gr.Row():
+                model = gr.Textbox(label="Model", value="tinyworld",
+                                   info="tinyworld, a Wan preset (Wan2.1-T2V-1.3B), a hub id or a local dir")
+                lora = gr.Textbox(label="Tuned LoRA", value=services.training.tuned_lora() or "",
+                                  info="the tuned slot; empty = baseline only")
+    go = gr.Button("Generate & compare", variant="primary", elem_id="gen-go")
+    with gr.Row():
+        base_video = gr.Video(label="Baseline", autoplay=True, loop=True, elem_id="gen-baseline", interactive=False)
+        tuned_video = gr.Video(label="World-R1 tuned", autoplay=True, loop=True, elem_id="gen-tuned", interactive=False)
+    with gr.Row():
+        base_depth = gr.Video(label="Baseline depth", autoplay=True, loop=True, interactive=False)
+        tuned_depth = gr.Video(label="Tuned depth", autoplay=True, loop=True, interactive=False)
+    with gr.Row():
+        table = gr.Dataframe(headers=["metric", "baseline", "tuned", "Δ (tuned − baseline)", "verdict"],
+                             label="Metrics", interactive=False, elem_id="gen-metrics")
+        plot = gr.Plot(label="Camera paths", elem_id="gen-paths")
+    with gr.Row():
+        base_pc = gr.Model3D(label="Baseline point cloud", elem_id="gen-pc-baseline", height=320)
+        tuned_pc = gr.Model3D(label="Tuned point cloud", elem_id="gen-pc-tuned", height=320)
+    notes = gr.Markdown()
+    downloads = gr.File(label="Downloads (MP4, GLB, PLY, metrics JSON)", file_count="multiple")
+
+    def on_generate(p, s, st, g, f, sz, ci, m, lo, progress=gr.Progress()):
+        try:
+            r = run_compare(services, p, s, st, g, f, sz, ci, m, lo, progress=progress)
+        except (ValueError, FileNotFoundError, PermissionError) as e:
+            raise gr.Error(str(e)) from None
+        for n in r["notes"]:
+            gr.Warning(n)
+        md = f"Camera moves read from the prompt: **{', '.join(r['moves']) or 'none'}** · " \
+             f"total {r['timings']['total_s']:.1f} s"
+        return (r["baseline_video"], r["tuned_video"], r["baseline_depth"], r["tuned_depth"], r["table"],
+                r["figure"], r["baseline_glb"], r["tuned_glb"], md, r["downloads"])
+
+    outputs = [base_video, tuned_video, base_depth, tuned_depth, table, plot, base_pc, tuned_pc, notes, downloads]
+    inputs = [prompt, seed, steps, guidance, frames, size, camera_init, model, lora]
+    go.click(on_generate, inputs, outputs, api_name="generate").then(None, None, None, js=SYNC_PLAY_JS)
+    dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
+    moves.input(with_camera_clause, [prompt, moves], prompt, api_name=False)
+    prompt.blur(lambda p: gr.Dropdown(value=parse_camera_motion(p or "")), prompt, moves, api_name=False)
+    gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="TinyWorld examples")
+
+
+MAX_UPLOAD_BYTES = 200 * 1024 * 1024
+MAX_UPLOAD_FRAMES = 129
+
+
+def run_analyze(video_path: str | None, prompt: str | None, estimator: str = "tinyworld", out_dir=None) -> dict:
+    """Handler: 3D analysis of an uploaded clip (also the /analyze API). Bad uploads -> ValueError."""
+    import tempfile
+    from pathlib import Path
+
+    import numpy as np
+
+    from studio.geometry import analyze
+    from studio.plots import trajectory_figure
+    from studio.video import colorize_depth, read_mp4, write_mp4
+
+    if not video_path:
+        raise ValueError("upload a video (MP4, WebM or GIF) to analyse")
+    path = Path(video_path)
+    if not path.is_file():
+        raise FileNotFoundError(f"uploaded file not found: {path.name}")
+    if path.stat().st_size > MAX_UPLOAD_BYTES:
+        raise ValueError(f"the video is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+    try:
+        frames = read_mp4(path)
+    except Exception as e:  # noqa: BLE001 - any decoder failure means a malformed upload
+        raise ValueError(f"could not decode {path.name} as a video ({type(e).__name__}); upload an MP4, WebM or GIF") from None
+    if len(frames) < 2:
+        raise ValueError(f"the video has {len(frames)} frame(s); the analysis needs at least 2")
+    if len(frames) > MAX_UPLOAD_FRAMES:
+        idx = np.linspace(0, len(frames) - 1, MAX_UPLOAD_FRAMES).round().astype(int)
+        frames = frames[idx]
+    # The depth networks want sides that are multiples of 16: crop the remainder.
+    h, w = (frames.shape[1] // 16) * 16, (frames.shape[2] // 16) * 16
+    if h < 32 or w < 32:
+        raise ValueError(f"the video is {frames.shape[2]}x{frames.shape[1]}; the analysis needs at least 32x32 pixels")
+    frames = np.ascontiguousarray(frames[:, :h, :w])
+    analysis = analyze(frames, (prompt or "").strip() or None, estimator=estimator)
+    out = Path(out_dir or tempfile.mkdtemp(prefix="analyze-"))
+    files = {"depth_video": str(write_mp4(colorize_depth(analysis.depth), out / "depth.mp4")),
+             "glb": str(analysis.write_glb(out / "points.glb")), "ply": str(analysis.write_ply(out / "points.ply"))}
+    fig = trajectory_figure({"estimated": analysis.c2w}, title="Estimated camera path")
+    return {"metrics": analysis.to_dict().get("metrics", analysis.metrics), "files": files, "figure": fig}
+
+
+def build_analyze_section() -> None:
+    with gr.Accordion("Analyse your own clip", open=False):
+        with gr.Row():
+            upload = gr.Video(label="Clip to analyse", sources=["upload"])
+            with gr.Column():
+                a_prompt = gr.Textbox(label="Its prompt (for trajectory and CLIP metrics)", lines=2)
+                a_go = gr.Button("Analyse")
+        with gr.Row():
+            a_depth = gr.Video(label="Estimated depth", autoplay=True, loop=True, interactive=False)
+            a_pc = gr.Model3D(label="Fused point cloud", height=300)
+            a_plot = gr.Plot(label="Estimated camera path")
+        a_metrics = gr.JSON(label="Metrics")
+
+    def on_analyze(v, p):
+        try:
+            r = run_analyze(v, p)
+        except (ValueError, FileNotFoundError) as e:
+            raise gr.Error(str(e)) from None
+        return r["files"]["depth_video"], r["files"]["glb"], r["figure"], r["metrics"]
+
+    a_go.click(on_analyze, [upload, a_prompt], [a_depth, a_pc, a_plot, a_metrics], api_name="analyze")
