@@ -1,0 +1,267 @@
+"""3D-consistency metrics of a clip: depth consistency, re-render quality, camera path vs prompt.
+
+Conventions: depth (F, H, W) with 0 = nothing; c2w (F, 4, 4) OpenCV axes; frames uint8.
+The trajectory measures follow world-r1-method.md section 3 (S_traj) exactly; choices the
+method leaves open are stated where they are made.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from studio.geometry.fusion import fusion_mask, render_points
+from studio.geometry.projection import backproject, project, relative_to_first, rotation_angle_deg
+
+# -------------------------------------------------------------------------------------------------
+# Depth consistency
+# -------------------------------------------------------------------------------------------------
+
+PAIR_STRIDES = (1, 2, 4, 8)  # adjacent pairs alone hide drift; longer strides see the chained path
+
+
+def depth_consistency_l1(depth: np.ndarray, K: np.ndarray, c2w: np.ndarray, confidence: np.ndarray | None = None,
+                         strides: tuple[int, ...] = PAIR_STRIDES, visibility_tolerance: float = 0.03) -> float:
+    """Depth of frame i warped into frame j with the estimated poses vs frame j's depth.
+
+    Relative L1 |z_warped - d_j| / d_j (capped at 1 so one disocclusion cannot dominate) over
+    co-visible pixels: the warped point lands on a pixel of j with depth and is the nearest warped
+    surface there (a z-buffer within `visibility_tolerance`). d_j is sampled bilinearly when all
+    four neighbours are valid, else at the nearest pixel. Mean over pairs (i, i+s), s in strides.
+    """
+    f_n, h, w = depth.shape
+    mask = fusion_mask(depth, confidence)
+    pts = backproject(depth.astype(np.float64), K)
+    errors = []
+    for s in strides:
+        for i in range(f_n - s):
+            j = i + s
+            T = np.linalg.inv(c2w[j]) @ c2w[i]
+            X = pts[i][mask[i]] @ T[:3, :3].T + T[:3, 3]
+            u, v, z = project(X, K)
+            ui, vi = np.rint(u).astype(np.int64), np.rint(v).astype(np.int64)
+            inb = (z > 1e-6) & (ui >= 0) & (ui < w) & (vi >= 0) & (vi < h)
+            if inb.sum() < 16:
+                continue
+            u, v, z, ui, vi = u[inb], v[inb], z[inb], ui[inb], vi[inb]
+            key = vi * w + ui
+            zbuf = np.full(h * w, np.inf)
+            np.minimum.at(zbuf, key, z)
+            vis = (z <= zbuf[key] * (1 + visibility_tolerance)) & mask[j].reshape(-1)[key]
+            if vis.sum() < 16:
+                continue
+            d_j = _sample_depth(depth[j], u[vis], v[vis], ui[vis], vi[vis])
+            errors.append(float(np.minimum(np.abs(z[vis] - d_j) / d_j, 1.0).mean()))
+    return float(np.mean(errors)) if errors else float("nan")
+
+
+def _sample_depth(d: np.ndarray, u: np.ndarray, v: np.ndarray, ui: np.ndarray, vi: np.ndarray) -> np.ndarray:
+    h, w = d.shape
+    u0 = np.clip(np.floor(u).astype(np.int64), 0, w - 2)
+    v0 = np.clip(np.floor(v).astype(np.int64), 0, h - 2)
+    a, b = np.clip(u - u0, 0, 1), np.clip(v - v0, 0, 1)
+    c = d[v0, u0], d[v0, u0 + 1], d[v0 + 1, u0], d[v0 + 1, u0 + 1]
+    bil = (1 - a) * (1 - b) * c[0] + a * (1 - b) * c[1] + (1 - a) * b * c[2] + a * b * c[3]
+    smooth = (np.min(c, axis=0) > 0) & (np.max(c, axis=0) <= 1.1 * np.min(c, axis=0))
+    return np.where(smooth, bil, d[vi, ui])
+
+
+# -------------------------------------------------------------------------------------------------
+# Re-render quality at the input cameras
+# -------------------------------------------------------------------------------------------------
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    """PSNR in dB of images in [0, 1] over masked pixels (capped at 60 dB for exact matches)."""
+    mse = float(((a - b) ** 2)[mask].mean()) if mask.any() else float("nan")
+    return float(min(60.0, 10 * np.log10(1.0 / max(mse, 1e-6))))
+
+
+def ssim(a: np.ndarray, b: np.ndarray, mask: np.ndarray, sigma: float = 1.5) -> float:
+    """Gaussian-window SSIM (Wang et al. 2004) of images in [0, 1], channel mean, averaged over mask."""
+    import cv2
+
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+
+    def blur(x):
+        return cv2.GaussianBlur(x, (7, 7), sigma, borderType=cv2.BORDER_REFLECT)
+
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    mu_a, mu_b = blur(a), blur(b)
+    var_a = blur(a * a) - mu_a ** 2
+    var_b = blur(b * b) - mu_b ** 2
+    cov = blur(a * b) - mu_a * mu_b
+    s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    return float(s.mean(-1)[mask].mean()) if mask.any() else float("nan")
+
+
+def render_reconstruction(points: np.ndarray, colors: np.ndarray, K: np.ndarray, c2w: np.ndarray,
+                          height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Re-render the fused cloud at every input camera: images (F, H, W, 3) and coverage (F, H, W)."""
+    images, _, covered = render_points(points, colors, K, c2w, height, width)
+    return images, covered
+
+
+def recon_scores(frames: np.ndarray, renders: np.ndarray, covered: np.ndarray, depth: np.ndarray,
+                 confidence: np.ndarray | None = None) -> dict[str, float]:
+    """recon_psnr / recon_ssim (mean over frames) on the pixels the reconstruction is built from.
+
+    Judged pixels: those that entered the fusion (valid, not far) and are covered by the render;
+    recon_coverage reports the covered share. Outside them the render takes the frame's own value,
+    so SSIM windows at the mask edge compare like with like.
+    """
+    target = frames.astype(np.float32) / 255.0
+    judged = fusion_mask(depth, confidence)
+    m = judged & covered
+    p, s = [], []
+    for i in range(len(frames)):
+        if m[i].sum() < 16:
+            continue
+        r = np.where(m[i][..., None], renders[i], target[i])
+        p.append(psnr(r, target[i], m[i]))
+        s.append(ssim(r, target[i], m[i]))
+    cov = float(m.sum() / max(judged.sum(), 1))
+    return {"recon_psnr": float(np.mean(p)) if p else float("nan"),
+            "recon_ssim": float(np.mean(s)) if s else float("nan"),
+            "recon_coverage": cov}
+
+
+# -------------------------------------------------------------------------------------------------
+# Camera path against the prompt
+# -------------------------------------------------------------------------------------------------
+
+def umeyama_sim3(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity dst ~ s R src + t (Umeyama 1991); closed form, deterministic."""
+    src, dst = np.asarray(src, np.float64), np.asarray(dst, np.float64)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    var_s = (xs ** 2).sum() / len(src)
+    cov = xd.T @ xs / len(src)
+    U, S, Vt = np.linalg.svd(cov)
+    D = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        D[2, 2] = -1
+    R = U @ D @ Vt
+    s = float(np.trace(np.diag(S) @ D) / var_s) if with_scale and var_s > 1e-18 else 1.0
+    t = mu_d - s * R @ mu_s
+    return s, R, t
+
+
+def target_trajectory(prompt: str | None, num_frames: int) -> np.ndarray | None:
+    """The camera path the prompt asks for (relative to the first camera, focus = 1); None if no clause."""
+    if not prompt:
+        return None
+    from studio.camera import camera_trajectory, parse_camera_motion
+
+    moves = parse_camera_motion(prompt)
+    return camera_trajectory(moves, num_frames) if moves else None
+
+
+def _path_length(c: np.ndarray) -> float:
+    return float(np.linalg.norm(np.diff(c, axis=0), axis=1).sum())
+
+
+def _rotation_length_deg(R: np.ndarray) -> float:
+    """Total turning along the path: sum of per-step rotation angles."""
+    steps = np.swapaxes(R[:-1], 1, 2) @ R[1:]
+    return float(rotation_angle_deg(steps).sum())
+
+
+def compare_trajectories(pred_c2w: np.ndarray, target_c2w: np.ndarray, unit_length: float = 1.0) -> dict:
+    """Everything S_traj and trajectory_error_deg need, after re-expressing both paths to their first pose.
+
+    Predicted centres are scaled by the Umeyama Sim(3) scale to the target. Only the scale is
+    applied: both paths already share their first pose, and applying the Sim(3) rotation too would
+    turn any straight path onto any other and hide a wrong direction of travel. When the target
+    does not translate there is nothing to scale to; the predicted centres are then divided by
+    `unit_length` (the scene's focus distance) so they are in the target's units.
+    """
+    pred = relative_to_first(np.asarray(pred_c2w, np.float64))
+    tgt = relative_to_first(np.asarray(target_c2w, np.float64))
+    n = len(tgt)
+    c_p, c_t = pred[:, :3, 3], tgt[:, :3, 3]
+    L_t = _path_length(c_t)
+    translates = L_t > 1e-6
+    if translates:
+        scale = umeyama_sim3(c_p, c_t)[0] if np.abs(c_p).max() > 1e-12 else 0.0
+    else:
+        scale = 1.0 / unit_length
+    c_p = c_p * scale
+    rot_err = rotation_angle_deg(np.swapaxes(pred[:, :3, :3], 1, 2) @ tgt[:, :3, :3])
+    # Direction of travel per frame, weighted by how far the target has moved (early frames
+    # have tiny, noisy displacements); 90 degrees where the prediction did not move at all.
+    dn_t, dn_p = np.linalg.norm(c_t, axis=1), np.linalg.norm(c_p, axis=1)
+    dir_err = None
+    if translates:
+        cosang = (c_p * c_t).sum(1) / np.maximum(dn_p * dn_t, 1e-18)
+        ang = np.where(dn_p > 1e-9 * max(dn_t.max(), 1e-12), np.degrees(np.arccos(np.clip(cosang, -1, 1))), 90.0)
+        dir_err = float((ang * dn_t).sum() / dn_t.sum())
+    return {
+        "num_frames": n,
+        "scale": float(scale),
+        "translates": bool(translates),
+        "rotates": _rotation_length_deg(tgt[:, :3, :3]) > 1e-3,
+        "path_length_pred": _path_length(c_p),
+        "path_length_target": L_t,
+        "rotation_pred_deg": _rotation_length_deg(pred[:, :3, :3]),
+        "rotation_target_deg": _rotation_length_deg(tgt[:, :3, :3]),
+        "mean_rotation_error_deg": float(rot_err[1:].mean()) if n > 1 else 0.0,
+        "last_rotation_error_deg": float(rot_err[-1]),
+        "translation_direction_error_deg": dir_err,
+        "mean_centre_error": float(np.linalg.norm(c_p - c_t, axis=1).mean()),
+        "centres_pred": c_p,
+        "centres_target": c_t,
+    }
+
+
+def trajectory_error_deg(cmp: dict) -> float:
+    """Mean per-frame rotation error + translation-direction error (when the target translates).
+
+    Summed so that a wrong move of either kind shows: a push read as a pull has no rotation error.
+    """
+    return cmp["mean_rotation_error_deg"] + (cmp["translation_direction_error_deg"] or 0.0)
+
+
+def s_traj(cmp: dict) -> float:
+    """World-R1's trajectory-alignment score in [0, 1] (world-r1-method.md section 3, item 4)."""
+    n = cmp["num_frames"]
+    L_p, L_t = cmp["path_length_pred"], cmp["path_length_target"]
+    th_p, th_t = cmp["rotation_pred_deg"], cmp["rotation_target_deg"]
+    if cmp["translates"]:
+        a, b = cmp["centres_pred"].reshape(-1), cmp["centres_target"].reshape(-1)
+        denom = np.linalg.norm(a) * np.linalg.norm(b)
+        cos = float(a @ b / denom) if denom > 0 else 0.0
+        P = 0.5 * (1 + cos)
+        E = float(np.exp(-abs(np.log(max(L_p, 1e-12) / L_t))))
+        M = float(np.exp(-cmp["mean_centre_error"] / (2 * max(L_t / (n - 1), 1.0))))
+        T = 0.4 * P + 0.3 * E + 0.3 * M
+    else:
+        T = float(np.exp(-L_p / 3))
+    if cmp["rotates"]:
+        R = (0.5 * np.exp(-cmp["mean_rotation_error_deg"] / 6) + 0.3 * np.exp(-cmp["last_rotation_error_deg"] / 6)
+             + 0.2 * np.exp(-abs(np.log(max(th_p, 1e-12) / th_t))))
+    else:
+        R = float(np.exp(-th_p / 5))
+    if not cmp["translates"] and not cmp["rotates"]:
+        score = T * R
+    elif cmp["rotates"] and not cmp["translates"]:
+        score = 0.2 * T + 0.8 * R
+    elif cmp["translates"] and not cmp["rotates"]:
+        score = 0.8 * T + 0.2 * R
+    else:
+        score = 0.5 * (T + R)
+    return float(np.clip(score, 0.0, 1.0))
+
+
+# -------------------------------------------------------------------------------------------------
+# Text alignment
+# -------------------------------------------------------------------------------------------------
+
+_SCORERS: dict[str, object] = {}
+
+
+def clip_score(frames: np.ndarray, prompt: str, scorer: str = "tinyworld") -> float:
+    """Mean text-frame cosine similarity from studio.scoring (loaded once per process)."""
+    if scorer not in _SCORERS:
+        from studio.scoring import load_scorer
+
+        _SCORERS[scorer] = load_scorer(scorer)
+    return float(_SCORERS[scorer].score(frames, prompt))

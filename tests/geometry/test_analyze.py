@@ -1,0 +1,109 @@
+"""analyze(): input checks, the Analysis object, exports, determinism, and that metrics separate
+good clips from broken ones (numbers measured on TinyWorld ground truth, see scripts/validate_geometry.py)."""
+
+import copy
+import json
+
+import numpy as np
+import pytest
+
+from studio.geometry import analyze
+from studio.tinyworld import render_clip
+
+SCENE = "a red cube and a blue sphere on a checker floor."
+
+
+@pytest.fixture(scope="module")
+def orbit():
+    clip = render_clip(f"{SCENE} Camera orbit right.", seed=0)
+    return clip, analyze(clip.frames, clip.prompt, "ground-truth", depth=clip.depth, K=clip.K, clip_scorer=None)
+
+
+@pytest.mark.parametrize("frames, message", [
+    (np.zeros((3, 16, 16, 3), np.float32), "uint8"),
+    (np.zeros((3, 16, 16), np.uint8), r"\(F, H, W, 3\)"),
+    (np.zeros((1, 16, 16, 3), np.uint8), "at least 2 frames"),
+    (np.full((2, 16, 16, 3), np.nan, np.float32), "NaN"),
+    ([[0]], "numpy array"),
+])
+def test_bad_frames_are_rejected_with_what_was_expected(frames, message):
+    with pytest.raises(ValueError, match=message):
+        analyze(frames, estimator="ground-truth", depth=np.ones((2, 16, 16), np.float32))
+
+
+def test_depth_must_match_and_belongs_to_ground_truth():
+    frames = np.zeros((2, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match="depth must have shape"):
+        analyze(frames, estimator="ground-truth", depth=np.ones((2, 8, 8), np.float32))
+    with pytest.raises(ValueError, match="finite"):
+        analyze(frames, estimator="ground-truth", depth=np.full((2, 16, 16), np.nan, np.float32))
+    with pytest.raises(ValueError, match='estimator="ground-truth"'):
+        analyze(frames, estimator="depth-anything", depth=np.ones((2, 16, 16), np.float32))
+
+
+def test_analysis_holds_shapes_metrics_and_timings(orbit):
+    clip, a = orbit
+    assert a.depth.shape == (17, 64, 64) and a.c2w.shape == (17, 4, 4) and a.confidence.shape == (17, 64, 64)
+    assert a.points.shape[1] == 3 and a.colors.shape == a.points.shape and len(a.points) > 2000
+    assert 0 <= a.colors.min() and a.colors.max() <= 1
+    assert set(a.timings) == {"depth", "odometry", "fusion", "render", "metrics", "total"}
+    assert len(a.pose_report) == 16 and all(p.ok for p in a.pose_report)
+    m = a.metrics
+    assert m["depth_consistency_l1"] < 0.01            # measured 0.003
+    assert m["recon_psnr"] > 20 and m["recon_ssim"] > 0.7   # measured 23.3 dB, 0.79
+    assert m["trajectory_error_deg"] < 3.0             # measured 0.9
+    assert m["s_traj"] > 0.9
+    assert m["clip_score"] is None                     # clip_scorer=None skips it
+    json.dumps(a.to_dict())                            # plain data
+
+
+def test_same_input_same_numbers(orbit):
+    clip, a = orbit
+    b = analyze(clip.frames, clip.prompt, "ground-truth", depth=clip.depth, K=clip.K, clip_scorer=None)
+    assert a.metrics == b.metrics
+    np.testing.assert_array_equal(a.c2w, b.c2w)
+    np.testing.assert_array_equal(a.points, b.points)
+
+
+def test_exports_round_trip(orbit, tmp_path):
+    import open3d as o3d
+    import trimesh
+
+    _, a = orbit
+    ply = a.write_ply(tmp_path / "cloud.ply")
+    assert len(o3d.io.read_point_cloud(str(ply)).points) == len(a.points)
+    glb = a.write_glb(tmp_path / "cloud.glb")
+    geom = list(trimesh.load(str(glb)).geometry.values())[0]
+    assert isinstance(geom, trimesh.PointCloud) and len(geom.vertices) == len(a.points)
+
+
+def test_no_camera_clause_no_trajectory_and_missing_scorer_is_a_warning(orbit):
+    clip, _ = orbit
+    a = analyze(clip.frames[:5], SCENE, "ground-truth", depth=clip.depth[:5], K=clip.K,
+                clip_scorer="tinyworld")
+    assert a.metrics["trajectory_error_deg"] is None and a.metrics["s_traj"] == 0.0
+    if a.metrics["clip_score"] is None:                # the TinyWorld CLIP weights are not trained yet
+        assert any("clip_score unavailable" in w for w in a.warnings)
+    else:
+        assert -1.0 <= a.metrics["clip_score"] <= 1.0
+
+
+def test_wrong_camera_clause_triples_the_trajectory_error(orbit):
+    clip, a = orbit
+    wrong = analyze(clip.frames, f"{SCENE} Camera orbit left.", "ground-truth", depth=clip.depth, K=clip.K,
+                    clip_scorer=None)
+    assert wrong.metrics["trajectory_error_deg"] >= 3 * a.metrics["trajectory_error_deg"]   # measured 216x
+    assert wrong.metrics["s_traj"] < a.metrics["s_traj"] - 0.3
+
+
+def test_teleporting_object_scores_clearly_worse(orbit):
+    clip, a = orbit
+    scene = copy.deepcopy(clip.scene)
+    o = scene.objects[0]
+    o.x = -o.x + (0.9 if o.x <= 0 else -0.9)
+    moved = render_clip(clip.prompt, seed=0, scene=scene)
+    frames = np.concatenate([clip.frames[:8], moved.frames[8:]])
+    depth = np.concatenate([clip.depth[:8], moved.depth[8:]])
+    b = analyze(frames, clip.prompt, "ground-truth", depth=depth, K=clip.K, clip_scorer=None)
+    assert b.metrics["depth_consistency_l1"] >= 2 * a.metrics["depth_consistency_l1"]    # measured 7.6x
+    assert b.metrics["recon_psnr"] <= a.metrics["recon_psnr"] - 3.0                      # measured -4.6 dB

@@ -1,0 +1,79 @@
+"""Depth estimators: registry, ground truth, Depth Anything (tiny random model), TinyWorld net errors."""
+
+import os
+
+import numpy as np
+import pytest
+
+from studio.geometry.depth import DEPTH_ANYTHING_DEFAULT, get_estimator
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+
+def _frames(num=3, h=28, w=42):
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, size=(num, h, w, 3), dtype=np.uint8)
+
+
+def test_unknown_estimator_names_the_choices():
+    with pytest.raises(ValueError, match="depth-anything.*ground-truth.*tinyworld"):
+        get_estimator("midas")
+
+
+def test_ground_truth_passes_depth_through_with_sky_at_zero_confidence():
+    frames = _frames()
+    depth = np.full(frames.shape[:3], 2.0, np.float32)
+    depth[:, :5] = 0.0
+    res = get_estimator("ground-truth", depth=depth).estimate(frames)
+    np.testing.assert_array_equal(res.depth, depth)
+    assert res.K[0, 0] == pytest.approx(0.5 * 42 / np.tan(np.deg2rad(30)))   # 60 degree horizontal FOV
+    assert res.K[0, 2] == 21 and res.K[1, 2] == 14
+    assert res.confidence[:, :5].max() == 0 and res.confidence[:, 5:].min() == 1
+    with pytest.raises(ValueError, match="shape"):
+        get_estimator("ground-truth", depth=depth[:, :-1]).estimate(frames)
+
+
+def test_depth_anything_without_weights_fails_at_once_naming_the_checkpoint(tmp_path):
+    with pytest.raises(RuntimeError) as e:
+        get_estimator("depth-anything")
+    assert DEPTH_ANYTHING_DEFAULT in str(e.value) and "download" in str(e.value)
+    with pytest.raises(RuntimeError, match="not available offline"):
+        get_estimator("depth-anything", model=str(tmp_path / "missing"))
+
+
+@pytest.fixture(scope="module")
+def tiny_depth_anything(tmp_path_factory):
+    import torch
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config
+
+    torch.manual_seed(0)
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                            patch_size=14, image_size=56, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
+                              fusion_hidden_size=16, head_hidden_size=8, depth_estimation_type="relative")
+    model = DepthAnythingForDepthEstimation(cfg).eval()
+    with torch.no_grad():  # a random head ends in ReLU at ~0: lift it so disparities are positive and varied
+        model.head.conv3.bias.fill_(1.0)
+    path = tmp_path_factory.mktemp("da") / "tiny-depth-anything"
+    model.save_pretrained(path)
+    return path
+
+
+def test_depth_anything_runs_a_local_model_on_one_common_scale(tiny_depth_anything):
+    est = get_estimator("depth-anything", model=str(tiny_depth_anything), input_size=56, median_depth=4.0)
+    frames = _frames(num=3, h=30, w=40)
+    res = est.estimate(frames)
+    assert res.depth.shape == (3, 30, 40) and res.depth.dtype == np.float32
+    assert res.confidence.shape == (3, 30, 40)
+    assert np.isfinite(res.depth).all() and (res.depth >= 0).all()
+    assert np.median(res.depth[0][res.depth[0] > 0]) == pytest.approx(4.0, rel=1e-5)
+    assert est._input_hw(30, 40) == (56, 70)                 # multiples of 14, aspect kept
+    np.testing.assert_array_equal(res.depth, est.estimate(frames).depth)   # deterministic
+    with pytest.raises(ValueError, match="multiple of 14"):
+        get_estimator("depth-anything", model=str(tiny_depth_anything), input_size=50)
+
+
+def test_tinyworld_estimator_without_weights_says_how_to_get_them(tmp_path):
+    with pytest.raises(RuntimeError, match="no weights.*pretrain_depth"):
+        get_estimator("tinyworld", path=tmp_path)

@@ -1,0 +1,121 @@
+"""Metric math on hand-built inputs: Umeyama, S_traj (World-R1 formula), trajectory error, depth
+consistency, PSNR/SSIM and the splat renderer."""
+
+import numpy as np
+import pytest
+
+from studio.camera import camera_trajectory
+from studio.geometry import metrics as M
+from studio.geometry.fusion import render_points
+from studio.geometry.projection import default_intrinsics
+
+
+def _rot_y(deg):
+    a = np.deg2rad(deg)
+    return np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+
+
+def test_umeyama_recovers_a_similarity():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(20, 3))
+    R, s, t = _rot_y(30), 2.5, np.array([1.0, -2.0, 0.5])
+    s_hat, R_hat, t_hat = M.umeyama_sim3(src, s * src @ R.T + t)
+    assert s_hat == pytest.approx(s, rel=1e-9)
+    np.testing.assert_allclose(R_hat, R, atol=1e-9)
+    np.testing.assert_allclose(t_hat, t, atol=1e-9)
+
+
+@pytest.mark.parametrize("moves", [["orbit_left"], ["pan_right"], ["push_in"], ["fixed"], ["move_left", "tilt_up"]])
+def test_s_traj_is_one_for_a_perfect_path_at_any_scale(moves):
+    target = camera_trajectory(moves, 17)
+    pred = target.copy()
+    pred[:, :3, 3] *= 3.7                         # odometry has its own unknown scale
+    world = np.eye(4)
+    world[:3, :3] = _rot_y(40)
+    world[:3, 3] = [5, 1, 2]
+    cmp = M.compare_trajectories(world[None] @ pred, target, unit_length=3.7)  # any first pose
+    assert M.s_traj(cmp) == pytest.approx(1.0, abs=1e-9)
+    assert M.trajectory_error_deg(cmp) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_s_traj_matches_the_formula_by_hand_for_a_translation_only_target():
+    target = camera_trajectory(["push_in"], 5)       # centres 0, .15, .3, .45, .6 along z
+    pred = target.copy()
+    pred[:, :3, 3] = np.array([[0, 0, 0], [0, 0, 0.1], [0, 0, 0.3], [0, 0, 0.3], [0, 0, 0.6]])
+    cmp = M.compare_trajectories(pred, target)
+    c_p = cmp["centres_pred"]
+    # With both paths on +z the Umeyama scale is the least-squares fit of centred coordinates.
+    z_p, z_t = np.array([0, .1, .3, .3, .6]), np.array([0, .15, .3, .45, .6])
+    zp, zt = z_p - z_p.mean(), z_t - z_t.mean()
+    s = (zp * zt).sum() / (zp ** 2).sum()
+    np.testing.assert_allclose(c_p[:, 2], s * z_p, atol=1e-12)
+    P = 0.5 * (1 + (z_p @ z_t) / np.linalg.norm(z_p) / np.linalg.norm(z_t))  # cosine of the sequences
+    E = np.exp(-abs(np.log(s * 0.6 / 0.6)))
+    M_ = np.exp(-np.abs(s * z_p - z_t).mean() / (2 * max(0.6 / 4, 1)))
+    T = 0.4 * P + 0.3 * E + 0.3 * M_
+    R = 1.0  # the target does not rotate and neither does the prediction: exp(-0/5)
+    assert M.s_traj(cmp) == pytest.approx(0.8 * T + 0.2 * R, abs=1e-12)
+
+
+def test_wrong_direction_of_travel_is_caught_by_trajectory_error():
+    push, pull = camera_trajectory(["push_in"], 17), camera_trajectory(["pull_out"], 17)
+    cmp = M.compare_trajectories(pull, push)
+    assert cmp["translation_direction_error_deg"] == pytest.approx(180.0)
+    assert M.trajectory_error_deg(cmp) == pytest.approx(180.0)
+    assert M.s_traj(cmp) < 0.7
+    pan_l, pan_r = camera_trajectory(["pan_left"], 17), camera_trajectory(["pan_right"], 17)
+    cmp = M.compare_trajectories(pan_r, pan_l)
+    # Rotation errors grow linearly to 28 degrees: mean over frames 1..16 of 28 * f / 16.
+    assert M.trajectory_error_deg(cmp) == pytest.approx(np.mean(28 * np.arange(1, 17) / 16), rel=1e-6)
+
+
+def test_no_camera_clause_gives_no_target():
+    assert M.target_trajectory("a red cube on a checker floor", 17) is None
+    assert M.target_trajectory(None, 17) is None
+    assert M.target_trajectory("A red cube. Camera orbit left.", 17).shape == (17, 4, 4)
+
+
+def _plane_scene(num=4, shift=0.1):
+    """Fronto-parallel textured plane at depth 3 seen by a camera trucking right."""
+    h = w = 32
+    K = default_intrinsics(h, w)
+    c2w = np.tile(np.eye(4), (num, 1, 1))
+    c2w[:, 0, 3] = shift * np.arange(num)
+    depth = np.full((num, h, w), 3.0, np.float32)
+    return depth, K, c2w
+
+
+def test_depth_consistency_is_zero_with_true_poses_and_grows_with_wrong_ones():
+    depth, K, c2w = _plane_scene()
+    assert M.depth_consistency_l1(depth, K, c2w) == pytest.approx(0.0, abs=1e-9)
+    wrong = c2w.copy()
+    wrong[:, 2, 3] = 0.3 * np.arange(len(c2w))   # claims a push the depth maps do not show
+    assert M.depth_consistency_l1(depth, K, wrong) > 0.05
+
+
+def test_psnr_and_ssim_of_identical_and_noisy_images():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(size=(16, 16, 3)).astype(np.float32)
+    mask = np.ones((16, 16), bool)
+    assert M.psnr(a, a, mask) == 60.0
+    assert M.ssim(a, a, mask) == pytest.approx(1.0, abs=1e-5)
+    b = np.clip(a + 0.1, 0, 1)
+    assert 19.0 < M.psnr(a, b, mask) < 21.5          # MSE <= 0.01 -> about 20 dB
+    assert M.ssim(a, b, mask) < 0.999
+
+
+def test_splat_renderer_projects_and_keeps_the_nearest_surface():
+    h, w = 20, 30                                     # non-square: native aspect ratio
+    K = default_intrinsics(h, w)
+    # A point on the optical axis lands on the centre pixels; a nearer one in front of it wins.
+    pts = np.array([[0.0, 0.0, 5.0], [0.0, 0.0, 2.0]])
+    cols = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    img, depth, cov = render_points(pts, cols, K, np.eye(4)[None], h, w, fill_holes=0)
+    assert img.shape == (1, h, w, 3)
+    ys, xs = np.nonzero(cov[0])
+    assert set(ys) == {h // 2 - 1, h // 2} and set(xs) == {w // 2 - 1, w // 2}
+    np.testing.assert_allclose(img[0, h // 2, w // 2], [0, 0, 1])
+    assert depth[0, h // 2, w // 2] == pytest.approx(2.0)
+    # Behind the camera: nothing drawn.
+    img, depth, cov = render_points(-pts, cols, K, np.eye(4)[None], h, w)
+    assert not cov.any()
