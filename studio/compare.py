@@ -75,10 +75,13 @@ def reward_components(prompt: str, frames: np.ndarray, analysis) -> dict[str, fl
 
 
 def _aligned_path(estimated: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Estimated camera path in the target's frame and scale (for plotting only)."""
-    from studio.geometry.metrics import align_trajectory
+    """Estimated camera path at the target's scale (the same alignment the metrics use), for plotting."""
+    from studio.geometry.metrics import compare_trajectories
+    from studio.geometry.projection import relative_to_first
 
-    return align_trajectory(estimated, target)
+    path = relative_to_first(np.asarray(estimated, np.float64)).copy()
+    path[:, :3, 3] *= compare_trajectories(estimated, target)["scale"]
+    return path
 
 
 def metric_table(base: dict, tuned: dict | None) -> list[list]:
