@@ -1,0 +1,219 @@
+"""The training loop at tiny scale: a 2-layer random Wan transformer, brightness rewards, seconds per run."""
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from tiny_pipeline import TinyPipeline, brightness_rewards
+from training.config import ConfigError, TrainConfig, apply_overrides
+from training.train import CheckpointError, adapter_disabled, add_lora, list_checkpoints, main, train
+
+PROMPTS = ["a red cube. Camera move left.", "a blue sphere. Camera push in.", "a green cone. Camera orbit right.", "a gray cylinder."]
+DYNAMIC = ["water flowing over rocks", "a dog running in a field"]
+
+
+def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
+    (tmp_path / "train.txt").write_text("\n".join(PROMPTS))
+    (tmp_path / "dynamic.txt").write_text("\n".join(DYNAMIC))
+    cfg = TrainConfig(
+        preset="test", seed=3, epochs=3, num_frames=5, height=32, width=32, num_steps=4, guidance_scale=3.0,
+        camera_init=False, group_size=2, per_device_batch_size=4, num_batches_per_epoch=1, train_batch_size=2,
+        steps_per_epoch=2, timestep_fraction=0.5, lora_rank=4, lora_alpha=8, lr=1e-2, kl_beta=0.01,
+        clip_range=1e-2, main_steps=2, dynamic_steps=2,
+        train_prompts=str(tmp_path / "train.txt"), dynamic_prompts=str(tmp_path / "dynamic.txt"),
+        eval_prompts=str(tmp_path / "train.txt"), num_eval_clips=0, save_every=1, keep_last=2,
+    )
+    return apply_overrides(cfg, [f"{k}={v}" for k, v in overrides.items()])
+
+
+def read_metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def without_timing(records):
+    return [{k: v for k, v in r.items() if k != "seconds" and not k.startswith("time/")} for r in records]
+
+
+def test_reference_is_the_base_model_with_the_adapter_disabled():
+    pipe = TinyPipeline(seed=0)
+    x = torch.randn(2, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    cond, uncond = pipe.encode_prompt(["a red cube", "a blue cone"], 3.0)
+    with torch.no_grad():
+        base = pipe.predict_velocity(x, 0.7, cond, uncond, 3.0)
+    params = add_lora(pipe.transformer, tiny_config(Path(__import__("tempfile").mkdtemp())))
+    with torch.no_grad():
+        for p in params:
+            p.add_(0.1 * torch.randn_like(p))
+        tuned = pipe.predict_velocity(x, 0.7, cond, uncond, 3.0)
+        with adapter_disabled(pipe.transformer):
+            ref = pipe.predict_velocity(x, 0.7, cond, uncond, 3.0)
+        again = pipe.predict_velocity(x, 0.7, cond, uncond, 3.0)
+    assert (tuned - base).abs().max() > 1e-3
+    assert torch.equal(ref, base)
+    assert torch.equal(again, tuned)
+
+
+def test_run_writes_metrics_checkpoints_and_a_diffusers_lora(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=4, num_eval_clips=2, eval_every=2)
+    run = tmp_path / "run"
+    summary = train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    assert summary.epochs_done == 4 and summary.global_step == 8 and not summary.stopped_early
+    records = [r for r in read_metrics(run) if not r.get("eval")]
+    assert len(records) == 8 and [r["step"] for r in records] == list(range(1, 9))
+    for key in ("reward/total/mean", "reward/bright/mean", "reward/red/std", "kl", "approx_kl", "clip_frac",
+                "zero_std_ratio", "lr", "seconds", "policy_loss", "time/rollout", "time/rewards", "phase"):
+        assert key in records[0], key
+    # rigid/fluid schedule: 2 rigid steps (1 epoch), 2 fluid, …; fluid items have R_3D off
+    assert [r["phase"] for r in records] == ["rigid"] * 2 + ["fluid"] * 2 + ["rigid"] * 2 + ["fluid"] * 2
+    assert records[2]["frac_3d"] == 0.0 and records[0]["frac_3d"] == 1.0
+    # the second optimizer step of an epoch sees a moved policy: the PPO ratio is no longer 1
+    assert records[0]["approx_kl"] < 1e-10 and records[1]["approx_kl"] > 0
+    assert any(r["kl"] > 0 for r in records)
+    evals = [r for r in read_metrics(run) if r.get("eval")]
+    assert [e["epoch"] for e in evals] == [1, 3] and "eval/reward/total/mean" not in evals[0]
+    assert "eval/reward/bright/mean" in evals[0]
+    assert len(list((run / "samples" / "epoch-000002").glob("00.*"))) == 1
+    assert json.loads((run / "config.json").read_text())["lora_rank"] == 4
+    ckpts = list_checkpoints(run)
+    assert [c.name for c in ckpts] == ["checkpoint-000003", "checkpoint-000004"]  # keep_last = 2
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+
+    # the saved LoRA (EMA weights) loads into a fresh transformer through diffusers
+    fresh = TinyPipeline(seed=0)
+    fresh.transformer.load_lora_adapter(str(ckpts[-1]), weight_name="pytorch_lora_weights.safetensors", adapter_name="tuned")
+    x = torch.randn(1, 4, 2, 4, 4)
+    cond, _ = fresh.encode_prompt(["a red cube"], 1.0)
+    with torch.no_grad():
+        out = fresh.predict_velocity(x, 0.5, cond, None, 1.0)
+    assert torch.isfinite(out).all()
+
+
+def test_killed_run_resumed_equals_uninterrupted_run(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=4, steps_per_epoch=2)
+    straight = tmp_path / "straight"
+    train(cfg, straight, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+
+    # Ctrl-C during epoch 2's rewards: the run finishes that epoch, saves and stops.
+    calls = {"n": 0}
+    base = brightness_rewards()
+
+    def interrupting(prompts, clips, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return base.functions["bright"](prompts, clips)
+
+    rewards = brightness_rewards()
+    rewards.functions["bright"] = interrupting
+    killed = tmp_path / "killed"
+    first = train(cfg, killed, pipeline=TinyPipeline, rewards=rewards, progress=False)
+    assert first.stopped_early and first.epochs_done == 2
+    assert [c.name for c in list_checkpoints(killed)] == ["checkpoint-000001", "checkpoint-000002"]
+    # simulate a hard kill after epoch 3 had started logging but before its checkpoint existed
+    with open(killed / "metrics.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 2, "step": 5, "partial": True}) + "\n")
+    second = train(cfg, killed, resume=True, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    assert second.epochs_done == 4 and second.global_step == 8
+
+    assert without_timing(read_metrics(killed)) == without_timing(read_metrics(straight))
+    from safetensors.torch import load_file
+
+    a = load_file(str(list_checkpoints(straight)[-1] / "trainer_state.safetensors"))
+    b = load_file(str(list_checkpoints(killed)[-1] / "trainer_state.safetensors"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_from_an_older_checkpoint_folder(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=3, steps_per_epoch=1, keep_last=5, dynamic_prompts="")
+    run = tmp_path / "run"
+    train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    full = without_timing(read_metrics(run))
+    summary = train(cfg, run, resume=str(run / "checkpoints" / "checkpoint-000001"), pipeline=TinyPipeline,
+                    rewards=brightness_rewards(), progress=False)
+    assert summary.epochs_done == 3 and without_timing(read_metrics(run)) == full
+    assert all(r["phase"] == "rigid" for r in full)
+
+
+def test_zero_std_groups_are_dropped_and_counted(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1, drop_zero_std=True, dynamic_prompts="")
+    const = brightness_rewards()
+    const.functions = {"flat": lambda prompts, clips, **_: [1.0] * len(clips)}
+    const.weights = {"flat": 1.0}
+    train(cfg, tmp_path / "run", pipeline=TinyPipeline, rewards=const, progress=False)
+    rec = read_metrics(tmp_path / "run")[0]
+    assert rec["zero_std_ratio"] == 1.0 and rec["reward/flat/std"] == 0.0
+
+
+# ---- clear errors before heavy work ----
+def _never():
+    raise AssertionError("the pipeline must not load when the input is bad")
+
+
+def test_bad_input_fails_before_the_pipeline_loads(tmp_path):
+    with pytest.raises(ConfigError, match="not divisible by group_size"):
+        train(tiny_config(tmp_path, per_device_batch_size=3), tmp_path / "a", pipeline=_never)
+    with pytest.raises(ConfigError, match="does not exist"):
+        train(tiny_config(tmp_path, train_prompts=str(tmp_path / "missing.txt")), tmp_path / "b", pipeline=_never)
+    with pytest.raises(ConfigError, match="group_size K = 1"):
+        train(tiny_config(tmp_path, group_size=1, per_device_batch_size=1), tmp_path / "c", pipeline=_never)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(tiny_config(tmp_path), tmp_path / "d", resume=True, pipeline=_never)
+
+
+def test_corrupt_checkpoint_is_reported_before_the_pipeline_loads(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1)
+    run = tmp_path / "run"
+    train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    with pytest.raises(ConfigError, match="already holds checkpoints"):
+        train(cfg, run, pipeline=_never)
+    state = list_checkpoints(run)[-1] / "trainer_state.safetensors"
+    data = bytearray(state.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    state.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(cfg, run, resume=True, pipeline=_never)
+    (state.parent / "trainer_state.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(cfg, run, resume=True, pipeline=_never)
+
+
+def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
+    assert main(["--preset", "nope", "--out", str(tmp_path / "r")]) == 2
+    assert "unknown preset 'nope'" in capsys.readouterr().err
+    assert main(["--preset", "tinyworld-cpu", "--out", str(tmp_path / "r"), "learning_rate=1"]) == 2
+    assert "unknown config key 'learning_rate'" in capsys.readouterr().err
+    assert main(["--preset", "tinyworld-cpu", "--out", str(tmp_path / "r"), f"train_prompts={tmp_path}/none.txt"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["--help-config"]) == 0
+    assert "kl_beta" in capsys.readouterr().out
+
+
+def test_resume_under_an_incompatible_config_is_refused_early(tmp_path):
+    cfg = tiny_config(tmp_path, epochs=1)
+    run = tmp_path / "run"
+    train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    bigger = apply_overrides(cfg, ["lora_rank=8", "epochs=2"])
+    with pytest.raises(CheckpointError, match="different lora_rank"):
+        train(bigger, run, resume=True, pipeline=_never)
+
+
+def test_epoch_plan_is_deterministic_and_switches_r3d_per_item(tmp_path):
+    from training.train import plan_epoch
+
+    cfg = tiny_config(tmp_path, per_device_batch_size=8, num_batches_per_epoch=3, dynamic_mix=0.5)
+    a = plan_epoch(cfg, 5, "rigid", PROMPTS, DYNAMIC, num_processes=1)
+    b = plan_epoch(cfg, 5, "rigid", PROMPTS, DYNAMIC, num_processes=1)
+    assert [r.__dict__ for r in a] == [r.__dict__ for r in b]
+    flags = [f for r in a for f in r.use_3d]
+    prompts = [p for r in a for p in r.prompts]
+    assert 0 < sum(flags) < len(flags)  # rigid and dynamic groups in the same epoch
+    assert all(f == (p in PROMPTS) for f, p in zip(flags, prompts))
+    for r in a:  # K consecutive items share prompt, group and flag
+        for g in range(0, 8, 2):
+            assert r.prompts[g] == r.prompts[g + 1] and r.group_ids[g] == r.group_ids[g + 1] and r.use_3d[g] == r.use_3d[g + 1]
+    fluid = plan_epoch(cfg, 5, "fluid", PROMPTS, DYNAMIC, num_processes=1)
+    assert not any(f for r in fluid for f in r.use_3d)
+    assert plan_epoch(cfg, 6, "rigid", PROMPTS, DYNAMIC, 1)[0].seeds != a[0].seeds

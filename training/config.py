@@ -1,0 +1,370 @@
+"""Training configuration: one dataclass, presets as functions, `key=value` overrides, batch plan.
+
+    python -m training.config --preset world-r1-small --gpus 8 [key=value ...]   # print config + batch verdict
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import json
+import math
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot run; the message says what was expected."""
+
+
+def _f(default, help: str, **kw):
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help}, **kw)
+    return field(default=default, metadata={"help": help}, **kw)
+
+
+@dataclass
+class TrainConfig:
+    # --- run ---
+    preset: str = _f("custom", "name of the preset this config started from (informational)")
+    seed: int = _f(0, "seed for prompts, initial noise, SDE noise and LoRA init; same seed → same run")
+    epochs: int = _f(100, "number of epochs (rollout + train rounds)")
+    max_minutes: float = _f(0.0, "stop after the epoch that passes this many minutes of training (0 = no limit)")
+    torch_threads: int = _f(0, "torch.set_num_threads for this process (0 = leave the default)")
+    mixed_precision: str = _f("no", "accelerate mixed precision: no, fp16 or bf16 (CPU runs: no)")
+    gradient_checkpointing: bool = _f(False, "recompute transformer activations in the backward pass (saves memory on large models)")
+    # --- generator ---
+    pipeline: str = _f("tinyworld", "generator for studio.pipelines.load_pipeline: tinyworld, Wan2.1-T2V-1.3B, Wan2.1-T2V-14B, a directory or hub id")
+    num_frames: int = _f(17, "frames per clip (4k+1 for Wan)")
+    height: int = _f(64, "frame height in pixels")
+    width: int = _f(64, "frame width in pixels")
+    num_steps: int = _f(10, "sampling steps N of the rollouts")
+    guidance_scale: float = _f(5.0, "classifier-free guidance w in rollouts and training forwards")
+    camera_init: bool = _f(True, "camera-aware latent initialization (noise warping + stepwise delta)")
+    # --- Flow-GRPO sampling ---
+    noise_level: float = _f(0.7, "SDE noise level a; g = a·sqrt(σ/(1−σ))")
+    timestep_fraction: float = _f(0.5, "train the first ⌊N·fraction⌋ steps (when sde_window_size = 0)")
+    sde_window_size: int = _f(0, "Flow-GRPO-Fast: SDE and training on only this many consecutive steps (0 = off)")
+    sde_window_range: float = _f(0.5, "Flow-GRPO-Fast: the window starts inside the first ⌊N·range⌋ steps")
+    # --- batches ---
+    group_size: int = _f(8, "K: samples per prompt (same text, different noise)")
+    per_device_batch_size: int = _f(8, "samples per rollout batch on each process")
+    num_batches_per_epoch: int = _f(4, "rollout batches per epoch on each process")
+    train_batch_size: int = _f(8, "samples per training forward/backward micro-batch on each process")
+    steps_per_epoch: int = _f(1, "optimizer steps per epoch; >1 makes the PPO ratio and its clip active")
+    # --- GRPO ---
+    clip_range: float = _f(1e-3, "PPO ratio clip ε (tiny: the log-prob is a per-element mean)")
+    kl_beta: float = _f(0.004, "β of the KL to the reference (the same model with the LoRA adapter disabled)")
+    adv_clip_max: float = _f(5.0, "advantages are clipped to ±this")
+    global_std: bool = _f(False, "normalise advantages by the std over the whole epoch instead of per prompt")
+    drop_zero_std: bool = _f(False, "skip samples whose prompt group has identical rewards (their A is 0 anyway)")
+    # --- LoRA and optimizer ---
+    lora_rank: int = _f(32, "LoRA rank r")
+    lora_alpha: int = _f(64, "LoRA alpha")
+    lora_targets: list = _f(["to_q", "to_k", "to_v", "to_out.0"], "attention modules that get LoRA")
+    lr: float = _f(1e-4, "AdamW learning rate (constant after warm-up)")
+    warmup_steps: int = _f(0, "linear learning-rate warm-up in optimizer steps")
+    adam_beta1: float = _f(0.9, "AdamW β1")
+    adam_beta2: float = _f(0.999, "AdamW β2")
+    weight_decay: float = _f(1e-4, "AdamW weight decay")
+    max_grad_norm: float = _f(1.0, "gradient-norm clip")
+    ema: bool = _f(True, "keep an EMA of the LoRA weights; used for evaluation clips and saved LoRA")
+    ema_decay: float = _f(0.9, "EMA decay cap; decay = min((1+n)/(10+n), cap)")
+    # --- rewards ---
+    w_recon: float = _f(1.0, "weight of S_recon (re-render vs frames) inside R_3D")
+    w_meta: float = _f(1.0, "weight of S_meta (most displaced view quality) inside R_3D")
+    w_traj: float = _f(1.0, "weight of S_traj (camera path vs the prompt's) inside R_3D")
+    w_3d: float = _f(1.0, "weight of R_3D in the total")
+    w_gen: float = _f(1.0, "weight of R_gen (general quality: CLIP text–frame alignment) in the total")
+    reward_norm: str = _f("none", "per-component normalisation before weighting: none, group (per prompt) or batch")
+    geometry_estimator: str = _f("", "depth/pose estimator name for studio.geometry.analyze ('' = its default)")
+    scorer: str = _f("tinyworld", "studio.scoring.load_scorer name for R_gen")
+    reward_workers: int = _f(1, "threads computing rewards while the next rollout runs")
+    # --- prompts and the rigid/fluid schedule ---
+    train_prompts: str = _f("tinyworld:train", "rigid (static-world) prompts: 'tinyworld:SPLIT', a prompt file, or FILE.jsonl#category")
+    dynamic_prompts: str = _f("tinyworld:dynamic", "fluid (non-rigid motion) prompts, R_3D off; '' disables the fluid phase")
+    eval_prompts: str = _f("tinyworld:test", "held-out prompts for the evaluation clips at eval steps")
+    main_steps: int = _f(100, "optimizer steps of the rigid phase in each cycle")
+    dynamic_steps: int = _f(50, "optimizer steps of the fluid phase in each cycle (0 = never)")
+    dynamic_mix: float = _f(0.0, "share of prompt groups in rigid phases drawn from the dynamic prompts (R_3D off for those items)")
+    # --- logging and checkpoints ---
+    eval_every: int = _f(0, "write evaluation clips (ODE, EMA weights) every this many epochs (0 = only at the end)")
+    num_eval_clips: int = _f(4, "evaluation clips per eval")
+    save_every: int = _f(1, "checkpoint every this many epochs")
+    keep_last: int = _f(3, "checkpoints kept (older ones are deleted)")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def trained_step_count(self) -> int:
+        if self.sde_window_size > 0:
+            return self.sde_window_size
+        return int(math.floor(self.num_steps * self.timestep_fraction + 1e-9))
+
+
+def help_text() -> str:
+    lines = []
+    for f in dataclasses.fields(TrainConfig):
+        lines.append(f"  {f.name:<24} {f.metadata['help']} (default {getattr(TrainConfig(), f.name)!r})")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Presets
+# ---------------------------------------------------------------------------------------------
+def tinyworld_cpu() -> TrainConfig:
+    """The acceptance run: TinyWorld on 2 CPU cores, 90 minutes, about 7 epochs a minute."""
+    return TrainConfig(
+        preset="tinyworld-cpu",
+        epochs=10_000,
+        max_minutes=90.0,
+        # One core for torch (rollouts, backward), the other for the reward thread (geometry analysis).
+        torch_threads=1,
+        pipeline="tinyworld",
+        num_frames=17, height=64, width=64,
+        num_steps=10,
+        guidance_scale=5.0,
+        group_size=8, per_device_batch_size=8, num_batches_per_epoch=4, train_batch_size=8,
+        timestep_fraction=0.5,
+        steps_per_epoch=2,
+        clip_range=1e-3,
+        # The feasibility run collapsed colour and shape without a KL term: keep it on, stronger than Wan's.
+        kl_beta=0.02,
+        lora_rank=16, lora_alpha=32,
+        lr=3e-4,
+        main_steps=20, dynamic_steps=10,
+        eval_every=50, num_eval_clips=8,
+        save_every=10, keep_last=3,
+        reward_workers=1,
+    )
+
+
+def world_r1_small() -> TrainConfig:
+    """Wan2.1-T2V-1.3B with the paper's settings (method §6)."""
+    return TrainConfig(
+        preset="world-r1-small",
+        epochs=1000,
+        mixed_precision="bf16",
+        pipeline="Wan2.1-T2V-1.3B",
+        num_frames=81, height=480, width=832,
+        num_steps=50, guidance_scale=5.0,
+        group_size=2, per_device_batch_size=1, num_batches_per_epoch=24, train_batch_size=1,
+        timestep_fraction=0.49, steps_per_epoch=1,
+        clip_range=1e-3, kl_beta=0.004,
+        lora_rank=32, lora_alpha=64, lr=1e-4,
+        # The World-R1 prompt set is not shipped: point these at its files when present
+        # (train_prompts=PATH dynamic_prompts=PATH eval_prompts=PATH); the open-world corpus stands in.
+        train_prompts="assets/prompts/open_world.jsonl#camera",
+        dynamic_prompts="assets/prompts/open_world.jsonl#dynamic",
+        eval_prompts="assets/prompts/open_world.jsonl#camera",
+        main_steps=100, dynamic_steps=50,
+        eval_every=20, num_eval_clips=4, save_every=10, keep_last=3,
+        reward_workers=2,
+    )
+
+
+def world_r1_large() -> TrainConfig:
+    """Wan2.1-T2V-14B: as the 1.3B preset (the pipeline preset carries the 14B wrap strength 0.40)."""
+    cfg = world_r1_small()
+    cfg.preset = "world-r1-large"
+    cfg.pipeline = "Wan2.1-T2V-14B"
+    cfg.gradient_checkpointing = True
+    return cfg
+
+
+PRESETS: dict[str, Callable[[], TrainConfig]] = {
+    "tinyworld-cpu": tinyworld_cpu,
+    "world-r1-small": world_r1_small,
+    "world-r1-large": world_r1_large,
+}
+
+
+def get_preset(name: str) -> TrainConfig:
+    if name not in PRESETS:
+        hint = difflib.get_close_matches(name, PRESETS, n=1)
+        raise ConfigError(
+            f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+        )
+    return PRESETS[name]()
+
+
+# ---------------------------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------------------------
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _parse_value(name: str, raw: str, default: Any) -> Any:
+    try:
+        if isinstance(default, bool):
+            low = raw.strip().lower()
+            if low in _TRUE:
+                return True
+            if low in _FALSE:
+                return False
+            raise ValueError
+        if isinstance(default, int):
+            as_float = float(raw)
+            if as_float != int(as_float):
+                raise ValueError
+            return int(as_float)
+        if isinstance(default, float):
+            return float(raw)
+        if isinstance(default, list):
+            raw = raw.strip()
+            if raw.startswith("["):
+                value = json.loads(raw)
+                if not isinstance(value, list):
+                    raise ValueError
+                return value
+            return [part.strip() for part in raw.split(",") if part.strip()]
+        return raw
+    except (ValueError, json.JSONDecodeError):
+        raise ConfigError(f"{name}={raw!r}: expected a {type(default).__name__}") from None
+
+
+def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Return a copy of cfg with `key=value` overrides applied; unknown keys are errors."""
+    cfg = dataclasses.replace(cfg)
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        key, raw = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        if key not in names:
+            hint = difflib.get_close_matches(key, names, n=1)
+            raise ConfigError(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + "; see --help-config")
+        setattr(cfg, key, _parse_value(key, raw, getattr(cfg, key)))
+    return cfg
+
+
+def from_dict(values: dict) -> TrainConfig:
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"unknown config keys {unknown}")
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks and the batch calculator
+# ---------------------------------------------------------------------------------------------
+def validate(cfg: TrainConfig) -> None:
+    """Everything that can be checked without the model; raises ConfigError with the reason."""
+    def need(ok: bool, msg: str):
+        if not ok:
+            raise ConfigError(msg)
+
+    need(cfg.num_steps >= 1, f"num_steps must be ≥ 1, got {cfg.num_steps}")
+    need(0.0 <= cfg.noise_level, f"noise_level must be ≥ 0, got {cfg.noise_level}")
+    need(cfg.noise_level > 0, "noise_level 0 gives deterministic rollouts without log-probs; GRPO needs a > 0")
+    if cfg.sde_window_size > 0:
+        need(cfg.sde_window_size <= cfg.num_steps, f"sde_window_size {cfg.sde_window_size} > num_steps {cfg.num_steps}")
+        need(0 < cfg.sde_window_range <= 1, f"sde_window_range must be in (0, 1], got {cfg.sde_window_range}")
+    else:
+        need(0 < cfg.timestep_fraction <= 1, f"timestep_fraction must be in (0, 1], got {cfg.timestep_fraction}")
+        need(cfg.trained_step_count() >= 1, f"timestep_fraction {cfg.timestep_fraction} × num_steps {cfg.num_steps} trains no step")
+    need(cfg.clip_range > 0, f"clip_range must be > 0, got {cfg.clip_range}")
+    need(cfg.kl_beta >= 0, f"kl_beta must be ≥ 0, got {cfg.kl_beta}")
+    need(cfg.lr > 0, f"lr must be > 0, got {cfg.lr}")
+    need(cfg.lora_rank >= 1, f"lora_rank must be ≥ 1, got {cfg.lora_rank}")
+    need(0 <= cfg.ema_decay < 1, f"ema_decay must be in [0, 1), got {cfg.ema_decay}")
+    need(cfg.reward_norm in ("none", "group", "batch"), f"reward_norm must be none, group or batch, got {cfg.reward_norm!r}")
+    need(cfg.mixed_precision in ("no", "fp16", "bf16"), f"mixed_precision must be no, fp16 or bf16, got {cfg.mixed_precision!r}")
+    need(cfg.main_steps >= 1, f"main_steps must be ≥ 1, got {cfg.main_steps}")
+    need(cfg.dynamic_steps >= 0, f"dynamic_steps must be ≥ 0, got {cfg.dynamic_steps}")
+    need(0 <= cfg.dynamic_mix <= 1, f"dynamic_mix must be in [0, 1], got {cfg.dynamic_mix}")
+    need(cfg.epochs >= 1, f"epochs must be ≥ 1, got {cfg.epochs}")
+    need(cfg.save_every >= 1 and cfg.keep_last >= 1, "save_every and keep_last must be ≥ 1")
+    need(cfg.reward_workers >= 1, f"reward_workers must be ≥ 1, got {cfg.reward_workers}")
+    need(min(cfg.w_recon, cfg.w_meta, cfg.w_traj, cfg.w_3d, cfg.w_gen) >= 0, "reward weights must be ≥ 0")
+
+
+@dataclass
+class BatchPlan:
+    ok: bool
+    verdict: str
+    samples_per_round: int = 0  # all processes, one rollout batch each
+    prompts_per_epoch: int = 0
+    samples_per_epoch: int = 0
+    micro_batches_per_step: int = 0  # per process, each forward covers every trained step once
+
+
+def plan_batches(cfg: TrainConfig, num_processes: int = 1) -> BatchPlan:
+    """Check the batch arithmetic for `num_processes` GPUs/processes and explain it in one string.
+
+    Rules: every rollout round (num_processes × per_device_batch_size samples) holds whole prompt
+    groups, so processes × per-device batch must be divisible by K; each process's samples per
+    epoch split evenly into steps_per_epoch optimizer steps of whole train micro-batches.
+    """
+    P, B, K = num_processes, cfg.per_device_batch_size, cfg.group_size
+    problems = []
+    if P < 1 or B < 1 or cfg.num_batches_per_epoch < 1 or cfg.train_batch_size < 1 or cfg.steps_per_epoch < 1:
+        problems.append("processes, per_device_batch_size, num_batches_per_epoch, train_batch_size and steps_per_epoch must all be ≥ 1")
+    if K < 2:
+        problems.append(f"group_size K = {K}: GRPO needs K ≥ 2 (a single sample has no group to compare with)")
+    if not problems:
+        if (P * B) % K:
+            fixes = sorted({b for b in range(1, 4 * K + 1) if (P * b) % K == 0})[:3]
+            problems.append(
+                f"{P} processes × per_device_batch_size {B} = {P * B} samples per round is not divisible by group_size K = {K}"
+                f" (per_device_batch_size {', '.join(map(str, fixes))} would work)"
+            )
+        per_epoch = B * cfg.num_batches_per_epoch
+        per_step = cfg.steps_per_epoch * cfg.train_batch_size
+        if per_epoch % per_step:
+            problems.append(
+                f"{per_epoch} samples per process per epoch (per_device_batch_size {B} × num_batches_per_epoch"
+                f" {cfg.num_batches_per_epoch}) do not split into steps_per_epoch {cfg.steps_per_epoch} × train_batch_size"
+                f" {cfg.train_batch_size}"
+            )
+    if problems:
+        return BatchPlan(False, "NOT OK: " + "; ".join(problems))
+    round_samples = P * B
+    samples_epoch = round_samples * cfg.num_batches_per_epoch
+    prompts_epoch = samples_epoch // K
+    micro = B * cfg.num_batches_per_epoch // (cfg.steps_per_epoch * cfg.train_batch_size)
+    trained = cfg.trained_step_count()
+    verdict = (
+        f"OK: {P} process(es) × {B} samples per batch = {round_samples} per round ({round_samples // K} prompts × K {K}); "
+        f"{cfg.num_batches_per_epoch} rounds → {prompts_epoch} prompts, {samples_epoch} samples per epoch; "
+        f"{cfg.steps_per_epoch} optimizer step(s) per epoch, each accumulating {micro} micro-batch(es) of "
+        f"{cfg.train_batch_size} × {trained} trained step(s) per process"
+    )
+    return BatchPlan(True, verdict, round_samples, prompts_epoch, samples_epoch, micro)
+
+
+def check_batches(cfg: TrainConfig, num_processes: int = 1) -> BatchPlan:
+    plan = plan_batches(cfg, num_processes)
+    if not plan.ok:
+        raise ConfigError(plan.verdict)
+    return plan
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Print a training preset and its batch plan.")
+    parser.add_argument("--preset", default="tinyworld-cpu", help=f"one of {', '.join(PRESETS)}")
+    parser.add_argument("--gpus", type=int, default=1, help="number of processes (GPUs) to plan for")
+    parser.add_argument("--help-config", action="store_true", help="list every config key")
+    parser.add_argument("overrides", nargs="*", help="key=value")
+    args = parser.parse_args(argv)
+    if args.help_config:
+        print(help_text())
+        return 0
+    try:
+        cfg = apply_overrides(get_preset(args.preset), args.overrides)
+        validate(cfg)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(cfg.to_dict(), indent=2))
+    plan = plan_batches(cfg, args.gpus)
+    print(plan.verdict)
+    return 0 if plan.ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

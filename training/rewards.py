@@ -1,0 +1,360 @@
+"""World-R1 rewards as plain callables `(prompts, clips, **context) -> list[float]` (method §3).
+
+R_3D = S_recon + S_meta + S_traj (each in [0, 1]) from `studio.geometry.analyze`; R_gen from the
+CLIP-style scorer. The total is w_3d·R_3D + w_gen·R_gen, with R_3D switched off per item
+(`use_3d[i] = False` for dynamic prompts). Clips are uint8 (F, H, W, 3) arrays.
+
+The geometry analysis is the expensive part and feeds three components, so `RewardSet` runs it
+once per clip and hands the results to every function as `analyses=`; each function still works
+alone (it analyses the clips itself when `analyses` is missing).
+"""
+from __future__ import annotations
+
+import math
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+RewardFn = Callable[..., list]
+
+# S_recon maps re-render PSNR linearly onto [0, 1] between these (dB); SSIM enters as is.
+PSNR_FLOOR_DB = 10.0
+PSNR_CEIL_DB = 35.0
+# S_meta's camera moves this many times as far from the first camera as the farthest input camera.
+NOVEL_VIEW_PUSH = 1.5
+
+
+def as_frames(clip: Any) -> np.ndarray:
+    """A clip (array, tensor or object with .frames) as uint8 (F, H, W, 3)."""
+    frames = getattr(clip, "frames", clip)
+    if hasattr(frames, "detach"):
+        frames = frames.detach().cpu().numpy()
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"a clip must be (F, H, W, 3), got shape {frames.shape}")
+    if frames.dtype != np.uint8:
+        raise ValueError(f"clip frames must be uint8, got {frames.dtype}")
+    return frames
+
+
+def _flags(use_3d: Sequence[bool] | None, n: int) -> list[bool]:
+    if use_3d is None:
+        return [True] * n
+    flags = [bool(u) for u in use_3d]
+    if len(flags) != n:
+        raise ValueError(f"use_3d has {len(flags)} entries for {n} clips")
+    return flags
+
+
+_scorer_lock = threading.Lock()
+_scorers: dict[str, Any] = {}
+
+
+def get_scorer(name: str):
+    with _scorer_lock:
+        if name not in _scorers:
+            from studio.scoring import load_scorer
+
+            _scorers[name] = load_scorer(name)
+        return _scorers[name]
+
+
+@dataclass
+class FailedAnalysis:
+    """Stands in for an Analysis when the geometry engine could not reconstruct a clip (e.g. no
+    valid depth): every 3D component scores its worst, R_gen falls back to the scorer."""
+
+    reason: str
+    metrics: dict = field(default_factory=dict)
+
+
+def analyze_clips(prompts: Sequence[str], clips: Sequence[Any], use_3d=None, estimator: str = "", scorer: str | None = None) -> list:
+    """studio.geometry.analyze for each clip whose R_3D is on; None for the others."""
+    from studio.geometry import analyze
+
+    kwargs: dict = {"clip_scorer": scorer}
+    if estimator:
+        kwargs["estimator"] = estimator
+    out = []
+    for p, c, on in zip(prompts, clips, _flags(use_3d, len(clips))):
+        if not on:
+            out.append(None)
+            continue
+        try:
+            out.append(analyze(as_frames(c), p, **kwargs))
+        except ValueError as e:  # a clip too broken to reconstruct is a bad sample, not a crash
+            out.append(FailedAnalysis(str(e)))
+    return out
+
+
+def _analyses(prompts, clips, context) -> list:
+    analyses = context.get("analyses")
+    if analyses is None:
+        analyses = analyze_clips(prompts, clips, context.get("use_3d"), context.get("estimator", ""), context.get("scorer"))
+    if len(analyses) != len(clips):
+        raise ValueError(f"{len(analyses)} analyses for {len(clips)} clips")
+    return analyses
+
+
+def _metric(analysis, name: str) -> float | None:
+    value = getattr(analysis, "metrics", {}).get(name)
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _unit(x: float) -> float:
+    return float(min(max(x, 0.0), 1.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# The components
+# ---------------------------------------------------------------------------------------------
+def s_recon(prompts, clips, **context) -> list[float]:
+    """Re-rendering of the 3D reconstruction at the input cameras vs the frames.
+
+    (½·SSIM + ½·PSNR mapped to [0, 1]) × recon_coverage: PSNR/SSIM are judged only where the
+    render covers the frame, so without the coverage factor a clip could score well by leaving
+    most of itself unreconstructed.
+    """
+    out = []
+    for a in _analyses(prompts, clips, context):
+        if a is None:
+            out.append(0.0)
+            continue
+        given = _metric(a, "s_recon")
+        if given is not None:
+            out.append(_unit(given))
+            continue
+        psnr, ssim = _metric(a, "recon_psnr"), _metric(a, "recon_ssim")
+        parts = []
+        if psnr is not None:
+            parts.append(_unit((psnr - PSNR_FLOOR_DB) / (PSNR_CEIL_DB - PSNR_FLOOR_DB)))
+        if ssim is not None:
+            parts.append(_unit(ssim))
+        coverage = _metric(a, "recon_coverage")
+        out.append(float(np.mean(parts)) * (1.0 if coverage is None else _unit(coverage)) if parts else 0.0)
+    return out
+
+
+def novel_view(analysis, push: float = NOVEL_VIEW_PUSH) -> tuple[np.ndarray, float] | None:
+    """Render the fused reconstruction from a camera beyond the most displaced input camera.
+
+    The camera takes the rotation of the input camera farthest from the first one and moves
+    `push` times as far from the first camera (pure rotations: that camera as is). Returns the
+    uint8 image (H, W, 3) and the share of its pixels the point cloud covers, or None without
+    a reconstruction.
+    """
+    points = getattr(analysis, "points", None)
+    if points is None or len(points) == 0:
+        return None
+    from studio.geometry.metrics import render_reconstruction
+
+    c2w = np.asarray(analysis.c2w, dtype=np.float64)
+    far = int(np.argmax(np.linalg.norm(c2w[:, :3, 3] - c2w[0, :3, 3], axis=1)))
+    if far == 0:  # no translation: the most rotated camera
+        cos = np.clip((np.einsum("ij,fij->f", c2w[0, :3, :3], c2w[:, :3, :3]) - 1) / 2, -1, 1)
+        far = int(np.argmin(cos))
+    cam = c2w[far].copy()
+    cam[:3, 3] = c2w[0, :3, 3] + push * (c2w[far, :3, 3] - c2w[0, :3, 3])
+    height, width = analysis.depth.shape[1:]
+    images, covered = render_reconstruction(points, analysis.colors, analysis.K, cam[None], height, width)
+    image = (np.clip(images[0], 0, 1) * 255).round().astype(np.uint8)
+    return image, float(np.mean(covered[0]))
+
+
+def s_meta(prompts, clips, **context) -> list[float]:
+    """Quality of the view from beyond the most displaced camera (method §3.3, ours).
+
+    coverage × CLIP similarity of that rendered view to the prompt: holes (sparse or inconsistent
+    geometry) and views that no longer show the described scene both score low. An analysis that
+    carries its own `s_meta` metric is used as is.
+    """
+    scorer_name = context.get("scorer") or "tinyworld"
+    out = []
+    for p, a in zip(prompts, _analyses(prompts, clips, context)):
+        if a is None:
+            out.append(0.0)
+            continue
+        given = _metric(a, "s_meta")
+        if given is not None:
+            out.append(_unit(given))
+            continue
+        view = novel_view(a)
+        if view is None:
+            out.append(0.0)
+            continue
+        image, coverage = view
+        similarity = float(get_scorer(scorer_name).score(image[None], p))
+        out.append(_unit(coverage * similarity))
+    return out
+
+
+def s_traj(prompts, clips, **context) -> list[float]:
+    """Estimated camera path against the prompt's target path (method §3.4; 0 without a camera phrase)."""
+    out = []
+    for a in _analyses(prompts, clips, context):
+        value = None if a is None else _metric(a, "s_traj")
+        out.append(_unit(value) if value is not None else 0.0)
+    return out
+
+
+def r_gen(prompts, clips, **context) -> list[float]:
+    """General quality: CLIP text–frame alignment averaged over frames (on for every item)."""
+    analyses = context.get("analyses") or [None] * len(clips)
+    scorer_name = context.get("scorer") or "tinyworld"
+    out = []
+    for p, c, a in zip(prompts, clips, analyses):
+        value = None if a is None else _metric(a, "clip_score")
+        if value is None:
+            value = float(get_scorer(scorer_name).score(as_frames(c), p))
+        out.append(value)
+    return out
+
+
+COMPONENTS_3D = ("s_recon", "s_meta", "s_traj")
+
+
+def normalise(values: np.ndarray, group_ids: np.ndarray | None, mode: str) -> np.ndarray:
+    """Standardise one component per prompt group ('group') or over the batch ('batch'); 'none' keeps it."""
+    values = np.asarray(values, dtype=np.float64)
+    if mode == "none":
+        return values
+    if mode == "batch" or group_ids is None:
+        std = values.std()
+        return (values - values.mean()) / std if std > 1e-8 else np.zeros_like(values)
+    if mode != "group":
+        raise ValueError(f"unknown normalisation {mode!r}")
+    out = np.zeros_like(values)
+    group_ids = np.asarray(group_ids)
+    for g in np.unique(group_ids):
+        m = group_ids == g
+        std = values[m].std()
+        out[m] = (values[m] - values[m].mean()) / std if std > 1e-8 else 0.0
+    return out
+
+
+def combine(components: dict[str, Sequence[float]], weights: dict[str, float], use_3d=None, group_ids=None, norm: str = "none") -> np.ndarray:
+    """Weighted total; 3D components (names in COMPONENTS_3D) are zero where use_3d is False.
+
+    `weights` maps component name → weight (the 3D ones already multiplied by w_3d).
+    """
+    n = len(next(iter(components.values())))
+    flags = np.asarray(_flags(use_3d, n))
+    total = np.zeros(n)
+    for name, w in weights.items():
+        if w == 0:
+            continue
+        values = normalise(np.asarray(components[name], dtype=np.float64), group_ids, norm)
+        if name in COMPONENTS_3D:
+            values = np.where(flags, values, 0.0)
+        total += w * values
+    return total
+
+
+@dataclass
+class RewardSet:
+    """Named reward functions with weights.
+
+    Calling it returns the raw components of each clip (plus 'r_3d' when all three 3D components
+    are present); `total()` combines them. The two are separate because per-prompt normalisation
+    needs whole prompt groups, which only the trainer has after gathering across processes.
+    Components named in COMPONENTS_3D are switched off per item by use_3d and share one geometry
+    analysis per clip (computed here only if some 3D weight is non-zero).
+    """
+
+    functions: dict[str, RewardFn]
+    weights: dict[str, float]
+    norm: str = "none"
+    context: dict = field(default_factory=dict)  # passed to every function (estimator, scorer, …)
+
+    def __call__(self, prompts, clips, use_3d=None) -> dict[str, np.ndarray]:
+        clips = [as_frames(c) for c in clips]
+        flags = _flags(use_3d, len(clips))
+        ctx = dict(self.context, use_3d=flags)
+        if any(self.weights.get(n, 0) for n in COMPONENTS_3D if n in self.functions) and "analyses" not in ctx:
+            ctx["analyses"] = analyze_clips(prompts, clips, flags, ctx.get("estimator", ""), ctx.get("scorer"))
+        out = {}
+        for name, fn in self.functions.items():
+            values = np.asarray(fn(list(prompts), clips, **ctx), dtype=np.float64)
+            if values.shape != (len(clips),):
+                raise ValueError(f"reward {name!r} returned {values.shape} values for {len(clips)} clips")
+            if name in COMPONENTS_3D:
+                values = np.where(flags, values, 0.0)
+            out[name] = values
+        if all(n in out for n in COMPONENTS_3D):
+            out["r_3d"] = sum(out[n] for n in COMPONENTS_3D)
+        return out
+
+    def total(self, components: dict[str, np.ndarray], use_3d=None, group_ids=None) -> np.ndarray:
+        return combine(components, self.weights, use_3d, group_ids, self.norm)
+
+
+def world_r1_rewards(cfg) -> RewardSet:
+    """The configured World-R1 reward: w_3d·(w_recon·S_recon + w_meta·S_meta + w_traj·S_traj) + w_gen·R_gen."""
+    return RewardSet(
+        functions={"s_recon": s_recon, "s_meta": s_meta, "s_traj": s_traj, "r_gen": r_gen},
+        weights={
+            "s_recon": cfg.w_3d * cfg.w_recon,
+            "s_meta": cfg.w_3d * cfg.w_meta,
+            "s_traj": cfg.w_3d * cfg.w_traj,
+            "r_gen": cfg.w_gen,
+        },
+        norm=cfg.reward_norm,
+        context={"estimator": cfg.geometry_estimator, "scorer": cfg.scorer},
+    )
+
+
+def check_backends(cfg) -> None:
+    """Load what the configured rewards need (geometry engine, scorer) now, so a missing piece is a
+    clear error at start-up rather than in the reward thread after the first rollout."""
+    if cfg.w_3d > 0 and (cfg.w_recon or cfg.w_meta or cfg.w_traj):
+        try:
+            from studio.geometry import analyze  # noqa: F401
+        except ImportError as e:
+            raise RuntimeError(f"R_3D needs studio.geometry.analyze ({e}); set w_3d=0 to train without it") from None
+    if cfg.w_gen > 0 or (cfg.w_3d > 0 and cfg.w_meta > 0):
+        try:
+            get_scorer(cfg.scorer)
+        except (ImportError, OSError, RuntimeError, ValueError) as e:
+            raise RuntimeError(f"R_gen needs the scorer {cfg.scorer!r}: {e}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlap with the next rollout
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class RewardResult:
+    values: dict[str, np.ndarray]
+    seconds: float  # time spent computing (in the worker thread)
+
+
+class RewardPool:
+    """Computes rewards in worker threads so the main thread can roll out the next batch meanwhile."""
+
+    def __init__(self, reward_set: Callable[..., dict], workers: int = 1):
+        self.reward_set = reward_set
+        self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reward")
+
+    def _run(self, prompts, clips, use_3d) -> RewardResult:
+        start = time.perf_counter()
+        values = self.reward_set(prompts, clips, use_3d=use_3d)
+        return RewardResult(values, time.perf_counter() - start)
+
+    def submit(self, prompts, clips, use_3d=None) -> Future:
+        return self.executor.submit(self._run, list(prompts), [as_frames(c) for c in clips], use_3d)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
