@@ -1,0 +1,159 @@
+"""Statistics against known values and synthetic data with a known truth."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+
+from studio.study.battles import VOTE_FIELDS
+from studio.study.stats import (
+    bradley_terry,
+    bt_ratings,
+    export_votes_csv,
+    export_votes_json,
+    fig_bradley_terry,
+    fig_categories,
+    fig_evaluators,
+    fig_outcomes,
+    fig_win_rates,
+    metric_vote_agreement,
+    pairwise,
+    position_bias,
+    sign_test,
+    summarize,
+    wilson_interval,
+)
+
+
+def vote(left: str, right: str, overall: str, prompt_id: int = 0, category: str = "static", evaluator: str = "e",
+         seed: int = 0, kind: str = "pair", **answers) -> dict:
+    return {"left_system": left, "right_system": right, "answer_overall": overall, "prompt_id": prompt_id,
+            "prompt": f"p{prompt_id}", "seed": seed, "category": category, "evaluator": evaluator, "kind": kind,
+            "answer_camera": answers.get("camera"), "answer_3d_consistency": answers.get("consistency"),
+            "attention_failed": answers.get("failed"), "time_to_vote_ms": 1000}
+
+
+def test_wilson_interval_known_values():
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
+    low, high = wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(0.2775, abs=1e-4)
+    assert all(math.isnan(x) for x in wilson_interval(0, 0))
+
+
+def test_sign_test_known_p_values():
+    assert sign_test(8, 2) == pytest.approx(112 / 1024)  # 2 * P(X >= 8), X ~ Bin(10, 1/2)
+    assert sign_test(9, 1) == pytest.approx(22 / 1024)
+    assert sign_test(5, 5) == pytest.approx(1.0)
+    assert sign_test(0, 0) == 1.0
+
+
+def test_pairwise_counts_map_left_right_to_systems():
+    votes = [
+        vote("A", "B", "left"), vote("B", "A", "right"), vote("B", "A", "left"),  # A, A, B
+        vote("A", "B", "both_good"), vote("A", "B", "both_bad"),
+        vote("A", "A", "left", kind="attention_identical"),  # not a preference
+    ]
+    r = pairwise(votes, "overall", "A", "B", n_boot=200)
+    assert (r.wins_a, r.wins_b, r.both_good, r.both_bad, r.n_votes) == (2, 1, 1, 1, 5)
+    assert r.win_rate_a == pytest.approx(2 / 3) and r.tie_rate == pytest.approx(0.2)
+    assert r.sign_test_p == pytest.approx(1.0)
+    assert pairwise(votes, "camera", "A", "B").n_votes == 0  # unanswered criterion
+
+
+def test_prompt_bootstrap_is_seeded_and_brackets_the_estimate():
+    rng = np.random.default_rng(0)
+    votes = [vote("A", "B", "left" if rng.random() < 0.7 else "right", prompt_id=p) for p in range(20) for _ in range(10)]
+    a = pairwise(votes, "overall", "A", "B", n_boot=1000, seed=7)
+    b = pairwise(votes, "overall", "A", "B", n_boot=1000, seed=7)
+    assert (a.boot_low, a.boot_high) == (b.boot_low, b.boot_high)
+    assert a.boot_low < a.win_rate_a < a.boot_high and a.ci_low < a.win_rate_a < a.ci_high
+
+
+def test_position_bias():
+    votes = [vote("A", "B", "left") for _ in range(70)] + [vote("B", "A", "right") for _ in range(30)]
+    votes += [vote("A", "B", "both_good") for _ in range(10)]
+    bias = position_bias(votes, "overall")
+    assert (bias.n_decisive, bias.chose_left, bias.left_rate) == (100, 70, 0.7)
+    assert bias.ci_low > 0.5 and bias.p_value < 1e-3
+    assert bias.p_value == pytest.approx(sign_test(70, 30))
+
+
+def test_bradley_terry_two_systems_matches_closed_form():
+    theta = bradley_terry(np.array([[0.0, 30.0], [10.0, 0.0]]), prior=0.0)
+    assert theta[0] - theta[1] == pytest.approx(math.log(3.0), abs=1e-6)
+
+
+def test_bradley_terry_recovers_known_strengths():
+    rng = np.random.default_rng(42)
+    systems = ["a", "b", "c", "d"]
+    true_theta = np.array([0.8, 0.2, -0.3, -0.7])
+    votes = []
+    for n in range(6000):
+        i, j = rng.choice(4, size=2, replace=False)
+        p_i = 1 / (1 + math.exp(true_theta[j] - true_theta[i]))
+        winner_left = rng.random() < p_i
+        votes.append(vote(systems[i], systems[j], "left" if winner_left else "right", prompt_id=n % 40))
+    ratings = bt_ratings(votes, "overall", systems, n_boot=100, seed=0)
+    fitted = np.array([r.theta for r in ratings])
+    assert np.allclose(fitted, true_theta - true_theta.mean(), atol=0.1)
+    for r, t in zip(ratings, true_theta - true_theta.mean()):
+        assert r.boot_low < r.theta < r.boot_high and r.boot_high - r.boot_low < 0.5
+        assert r.boot_low - 0.1 < t < r.boot_high + 0.1
+
+
+def test_bradley_terry_stays_finite_when_a_system_never_wins():
+    theta = bradley_terry(np.array([[0.0, 5.0], [0.0, 0.0]]))
+    assert np.all(np.isfinite(theta)) and theta[0] > theta[1]
+
+
+def test_spearman_agreement_between_metric_deltas_and_votes():
+    votes, metrics = [], {}
+    for p in range(6):
+        wins_a = p  # A's margin over B rises with p; so does its metric
+        votes += [vote("A", "B", "left", prompt_id=p) for _ in range(wins_a)]
+        votes += [vote("B", "A", "left", prompt_id=p) for _ in range(5 - wins_a)]
+        metrics[(f"p{p}", 0, "A")] = {"clip": 0.2 + 0.01 * p, "traj_err_deg": 5.0 - p}
+        metrics[(f"p{p}", 0, "B")] = {"clip": 0.2, "traj_err_deg": 5.0}
+    rows = {r["metric"]: r for r in metric_vote_agreement(votes, metrics, "overall")}
+    assert rows["clip"]["spearman_rho"] == pytest.approx(1.0) and rows["clip"]["n_pairs"] == 6
+    assert rows["traj_err_deg"]["spearman_rho"] == pytest.approx(-1.0)
+
+
+def test_summary_is_strict_json_with_categories_bt_and_attention(tmp_path):
+    rng = np.random.default_rng(1)
+    systems = ["base", "tuned", "other"]
+    votes = []
+    for n in range(300):
+        a, b = rng.choice(systems, size=2, replace=False)
+        cat = ["static", "camera", "dynamic"][n % 3]
+        votes.append(vote(a, b, rng.choice(["left", "right", "both_good", "both_bad"]), prompt_id=n % 12,
+                          category=cat, evaluator=f"e{n % 5}", camera=rng.choice(["left", "right"])))
+    votes.append(vote("base", "base", "left", kind="attention_identical", evaluator="e0", failed=True))
+    votes.append(vote("base", "base", "left", kind="attention_identical", evaluator="e0", failed=True))
+    summary = summarize(votes, systems, attention_fail_limit=2, n_boot=200, n_boot_bt=50)
+    json.dumps(summary, allow_nan=False)
+    assert {r["category"] for r in summary["by_category"]} == {"static", "camera", "dynamic"}
+    assert len(summary["bradley_terry"]) == 3 * 3  # criteria × systems
+    assert summary["attention"] == {"checks": 2, "failures": 2,
+                                    "by_kind": {"attention_identical": {"checks": 2, "failures": 2}}}
+    assert [e["evaluator"] for e in summary["evaluators"] if e["careless"]] == ["e0"]
+    assert sum(e["votes"] for e in summary["evaluators"]) == len(votes)
+    excluded = summarize(votes, systems, attention_fail_limit=2, exclude_careless=True, n_boot=50, n_boot_bt=10)
+    assert excluded["excluded_careless"] == ["e0"] and excluded["n_votes_used"] == len(votes) - 62
+    for build in (fig_win_rates, fig_outcomes, fig_categories, fig_bradley_terry, fig_evaluators):
+        assert build(summary).data
+
+
+def test_export_round_trip(tmp_path):
+    votes = [dict.fromkeys(VOTE_FIELDS, "x") | {"vote_id": i, "answer_overall": "left"} for i in range(3)]
+    csv_path = export_votes_csv(votes, tmp_path / "v.csv", VOTE_FIELDS)
+    json_path = export_votes_json(votes, tmp_path / "v.json")
+    with csv_path.open() as f:
+        rows = list(csv.DictReader(f))
+    assert [r["vote_id"] for r in rows] == ["0", "1", "2"] and list(rows[0]) == list(VOTE_FIELDS)
+    assert json.loads(json_path.read_text()) == votes
