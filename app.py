@@ -13,6 +13,7 @@ def build_app(data_dir: str | Path = "data"):
     from studio import __version__
     from studio.services import Services
     from studio.ui.generate_tab import build_analyze_section, build_generate_tab
+    from studio.ui.study_admin import build_study_admin
     from studio.ui.study_tab import build_study_tab
     from studio.ui.tinyworld_tab import build_tinyworld_tab
     from studio.ui.train_tab import build_train_tab
@@ -27,6 +28,7 @@ def build_app(data_dir: str | Path = "data"):
             build_analyze_section()
         with gr.Tab("A/B study", id="study"):
             build_study_tab(services)
+            build_study_admin(services)
         with gr.Tab("Training", id="training"):
             build_train_tab(services.training)
         with gr.Tab("TinyWorld", id="tinyworld"):
