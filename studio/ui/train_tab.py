@@ -113,13 +113,43 @@ def build_train_tab(service: TrainingService) -> None:
 
     check.click(on_check, [preset, extra, *knobs], verdict, api_name=False)
     preset.change(on_check, [preset, extra, *knobs], verdict, api_name=False)
-    start.click(on_start, [name, preset, extra, password, *knobs], [runs, selected, verdict], api_name="train_start")
+    start.click(on_start, [name, preset, extra, password, *knobs], [runs, selected, verdict], api_name=False)
     outs = [runs, selected, reward_plot, policy_plot, log, samples]
     timer.tick(on_refresh, selected, outs, api_name=False, show_progress="hidden")
-    selected.change(on_refresh, selected, outs, api_name="train_status")
-    cancel.click(on_cancel, [selected, password], runs, api_name="train_cancel")
-    resume.click(on_resume, [selected, password], runs, api_name="train_resume")
-    use.click(on_use, [selected, password], slot, api_name="train_use_checkpoint")
+    selected.change(on_refresh, selected, outs, api_name=False)
+    cancel.click(on_cancel, [selected, password], runs, api_name=False)
+    resume.click(on_resume, [selected, password], runs, api_name=False)
+    use.click(on_use, [selected, password], slot, api_name=False)
+
+    # --- API (gradio_client): plain JSON in and out; starting, cancelling and loading need admin rights.
+    def train_start(name: str, preset: str = "tinyworld-cpu", overrides: str = "", password: str = "",
+                    profile: gr.OAuthProfile | None = None) -> dict:
+        """Launch a run: overrides are 'key=value' lines (TrainConfig names). Returns the run's state."""
+        _guard(password, profile)
+        try:
+            return service.start(name, preset, {}, overrides)
+        except ValueError as e:
+            raise gr.Error(str(e)) from None
+
+    def train_status(name: str = "") -> dict:
+        """A run's state, metrics rows, log tail and checkpoints; with no name, the list of runs."""
+        if not name:
+            return {"runs": service.runs()}
+        try:
+            return service.status(name)
+        except (KeyError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+
+    def train_cancel(name: str, password: str = "", profile: gr.OAuthProfile | None = None) -> dict:
+        _guard(password, profile)
+        try:
+            return service.cancel(name)
+        except (KeyError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+
+    gr.api(train_start, api_name="train_start")
+    gr.api(train_status, api_name="train_status", queue=False)
+    gr.api(train_cancel, api_name="train_cancel")
 
 
 def _guard(password: str | None, profile) -> None:
