@@ -1,0 +1,99 @@
+"""UI handlers are plain functions: tested here without a browser."""
+
+import pytest
+
+from studio.admin import check_admin
+from studio.training_service import TrainingService
+from studio.ui.generate_tab import run_analyze, with_camera_clause
+from studio.ui.study_admin import categorize
+
+
+def test_camera_picker_rewrites_only_the_camera_clause():
+    p = "Camera orbit left, then push in. A red cube on a checkered floor."
+    assert with_camera_clause(p, ["pan_right"]) == "Camera pan right. A red cube on a checkered floor."
+    assert with_camera_clause("A red cube.", ["tilt_up", "pull_out"]) == "Camera tilt up, then pull out. A red cube."
+    assert with_camera_clause(p, []) == "A red cube on a checkered floor."
+
+
+@pytest.mark.parametrize("prompt, category", [
+    ("Camera orbit left. A red cube.", "camera"),
+    ("Camera remains fixed. A red cube.", "static"),
+    ("A red cube on a floor.", "static"),
+    ("Camera pan left. A spinning blue sphere.", "dynamic"),
+])
+def test_study_prompts_are_categorised_for_the_breakdown(prompt, category):
+    assert categorize(prompt) == category
+
+
+def test_training_knobs_resolve_through_the_preset_and_the_batch_calculator(tmp_path):
+    svc = TrainingService(tmp_path)
+    cfg, overrides, plan = svc.resolve("tinyworld-cpu", {"group_size": 4, "lr": 0.0001}, "kl_beta=0.05")
+    assert (cfg.group_size, cfg.lr, cfg.kl_beta) == (4, 0.0001, 0.05)
+    assert plan.ok and plan.verdict.startswith("OK")
+    assert svc.verdict("tinyworld-cpu", {"group_size": 3}).startswith("NOT OK")
+    with pytest.raises(ValueError, match="unknown preset"):
+        svc.resolve("nope")
+    with pytest.raises(ValueError, match="not key=value"):
+        svc.resolve("tinyworld-cpu", {}, "lr 0.1")
+    with pytest.raises(ValueError):
+        svc.resolve("tinyworld-cpu", {}, "no_such_key=1")
+
+
+def test_tuned_slot_only_accepts_a_runs_own_checkpoints(tmp_path):
+    svc = TrainingService(tmp_path)
+    run = svc.jobs.runs_dir / "r"
+    (run / "checkpoints" / "step-1").mkdir(parents=True)
+    (run / "job.json").write_text('{"name": "r", "preset": "tinyworld-cpu", "status": "finished"}')
+    with pytest.raises(ValueError, match="no LoRA checkpoint"):
+        svc.use_checkpoint("r")
+    lora = run / "checkpoints" / "step-1" / "pytorch_lora_weights.safetensors"
+    lora.write_bytes(b"x")
+    assert svc.use_checkpoint("r") == str(lora)
+    assert svc.tuned_lora() == str(lora)
+    with pytest.raises(ValueError, match="not a checkpoint"):
+        svc.use_checkpoint("r", str(tmp_path / "elsewhere.safetensors"))
+    assert TrainingService(tmp_path).tuned_lora() == str(lora)  # survives a restart
+
+
+def test_admin_rights_only_matter_when_the_studio_is_exposed(monkeypatch):
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setenv("STUDIO_HOST", "127.0.0.1")
+    check_admin(None)  # local use: everyone is admin
+    monkeypatch.setenv("STUDIO_HOST", "0.0.0.0")
+    monkeypatch.delenv("STUDIO_ADMIN_PASSWORD", raising=False)
+    with pytest.raises(PermissionError, match="disabled"):
+        check_admin("anything")
+    monkeypatch.setenv("STUDIO_ADMIN_PASSWORD", "s3cret")
+    check_admin("s3cret")
+    with pytest.raises(PermissionError, match="admin only"):
+        check_admin("wrong")
+    monkeypatch.setenv("STUDIO_ADMIN_ORGS", "world-r1")
+    check_admin(None, {"preferred_username": "ann", "orgs": [{"preferred_username": "World-R1"}]})
+    with pytest.raises(PermissionError):
+        check_admin(None, {"preferred_username": "bob", "orgs": []})
+
+
+@pytest.mark.parametrize("content, match", [
+    (None, "upload a video"),
+    (b"definitely not a video", "could not decode"),
+])
+def test_malformed_uploads_get_a_clear_message(tmp_path, content, match):
+    path = None
+    if content is not None:
+        path = tmp_path / "clip.mp4"
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        run_analyze(str(path) if path else None, "Camera pan left. A cube.")
+
+
+def test_tiny_or_single_frame_uploads_are_refused(tmp_path):
+    import numpy as np
+
+    from studio.video import write_mp4
+
+    one = write_mp4(np.zeros((1, 64, 64, 3), np.uint8), tmp_path / "one.mp4", min_side=64)
+    with pytest.raises(ValueError, match="at least 2"):
+        run_analyze(str(one), None)
+    small = write_mp4(np.zeros((4, 16, 16, 3), np.uint8), tmp_path / "small.mp4", min_side=16)
+    with pytest.raises(ValueError, match="at least 32x32"):
+        run_analyze(str(small), None)
