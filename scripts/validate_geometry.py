@@ -2,8 +2,10 @@
 
 Prints two tables:
 1. Every camera primitive: pose accuracy against the renderer's cameras and the prompt metrics.
-2. Broken clips (shuffled frames, per-frame jitter, teleporting object) and a wrong camera clause
-   against the intact clip: the metrics must separate them.
+2. Broken clips against the intact clip: shuffled frames (moving cameras only), per-frame
+   non-rigid wobble, a teleporting object (all must score depth_consistency_l1 >= 2x and
+   recon_psnr >= 3 dB lower), rigid per-frame shake (reported: it is a shaky camera, which
+   trajectory_smoothness catches) and a wrong camera clause (>= 3x trajectory error).
 
 Usage: python scripts/validate_geometry.py [--seeds 0 1 2] [--estimators ground-truth tinyworld] [--size 64]
 """
@@ -56,17 +58,41 @@ def shuffled(frames, depth, rng):
     return frames[perm], depth[perm]
 
 
-def jittered(frames, depth, rng, shift_px: float = 2.0, rot_deg: float = 3.0, scale: float = 0.04):
-    """Per-frame random 2D similarity (shift, roll, zoom) of image and depth: a shaky, unstable clip."""
+def shaken(frames, depth, rng, shift_px: float = 2.0, rot_deg: float = 3.0, scale: float = 0.04):
+    """Per-frame random 2D similarity (shift, roll, zoom) of image and depth: rigid camera shake.
+
+    A warp like this is (almost) what a camera rotation does, so the reconstruction explains it
+    as a shaky camera path: it shows in trajectory_smoothness, not in consistency or PSNR.
+    """
     import cv2
 
     h, w = frames.shape[1:3]
+    s = w / 64  # pixel amounts are given for 64x64
     out_f, out_d = frames.copy(), depth.copy()
     for i in range(1, len(frames)):
         A = cv2.getRotationMatrix2D((w / 2, h / 2), rng.uniform(-rot_deg, rot_deg), 1 + rng.uniform(-scale, scale))
-        A[:, 2] += rng.uniform(-shift_px, shift_px, 2)
+        A[:, 2] += rng.uniform(-shift_px * s, shift_px * s, 2)
         out_f[i] = cv2.warpAffine(frames[i], A, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         out_d[i] = cv2.warpAffine(depth[i], A, (w, h), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
+    return out_f, out_d
+
+
+def wobbled(frames, depth, rng, amplitude_px: float = 2.0, grid: int = 4):
+    """Per-frame NON-rigid wobble: a smooth random displacement field (a few px) warps each frame
+    and its depth, independently per frame: the texture swimming generated videos show. No camera
+    motion explains it."""
+    import cv2
+
+    f_n, h, w = frames.shape[:3]
+    amp = amplitude_px * w / 64  # pixel amounts are given for 64x64
+    uu, vv = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+    out_f, out_d = frames.copy(), depth.copy()
+    for i in range(1, f_n):
+        coarse = rng.normal(0.0, amp, size=(grid, grid, 2)).astype(np.float32)
+        flow = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_CUBIC)
+        mx, my = uu + flow[..., 0], vv + flow[..., 1]
+        out_f[i] = cv2.remap(frames[i], mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        out_d[i] = cv2.remap(depth[i], mx, my, cv2.INTER_NEAREST, borderMode=cv2.BORDER_REFLECT)
     return out_f, out_d
 
 
@@ -83,13 +109,16 @@ def teleported(prompt: str, seed: int, size: int):
     return frames, depth
 
 
+ESTIMATOR_KWARGS: dict[str, dict] = {}   # per estimator, e.g. {"tinyworld": {"path": "runs/depth/x"}}
+
+
 def estimator_available(name: str) -> str | None:
     if name == "ground-truth":
         return None
     try:
         from studio.geometry.depth import get_estimator
 
-        get_estimator(name)
+        get_estimator(name, **ESTIMATOR_KWARGS.get(name, {}))
     except Exception as e:  # noqa: BLE001 - report any reason the estimator cannot run
         return f"{type(e).__name__}: {e}"
     return None
@@ -98,11 +127,30 @@ def estimator_available(name: str) -> str | None:
 def run_analysis(frames, depth, K, prompt, estimator):
     if estimator == "ground-truth":
         return analyze(frames, prompt, "ground-truth", depth=depth, K=K, clip_scorer=None)
-    return analyze(frames, prompt, estimator, K=K, clip_scorer=None)
+    return analyze(frames, prompt, estimator, K=K, clip_scorer=None, estimator_kwargs=ESTIMATOR_KWARGS.get(estimator))
 
 
 def fmt(x, nd=2):
     return "-" if x is None else f"{x:.{nd}f}"
+
+
+# Corruptions the metrics must catch (acceptance) and one they should not (reported beside them).
+CORRUPTIONS = ("shuffled", "wobble", "teleport")
+REPORTED = ("shake",)
+
+
+def corrupt(name, clip, prompt, seed, size, move, rng):
+    """The broken variant of a clip, or None where it does not apply."""
+    if name == "shuffled":
+        # A fixed camera's frames are identical: shuffling them leaves the clip unchanged.
+        return None if move == "fixed" else shuffled(clip.frames, clip.depth, rng)
+    if name == "wobble":
+        return wobbled(clip.frames, clip.depth, rng)
+    if name == "shake":
+        return shaken(clip.frames, clip.depth, rng)
+    if name == "teleport":
+        return teleported(prompt, seed, size)
+    raise ValueError(name)
 
 
 def main() -> int:
@@ -111,7 +159,11 @@ def main() -> int:
     ap.add_argument("--estimators", nargs="+", default=["ground-truth", "tinyworld"])
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--moves", nargs="+", default=list(MOVES))
+    ap.add_argument("--per-clip", action="store_true", help="also print every broken clip's numbers")
+    ap.add_argument("--depth-weights", default=None, help="folder of TinyWorld depth weights (default assets/depth)")
     args = ap.parse_args()
+    if args.depth_weights:
+        ESTIMATOR_KWARGS["tinyworld"] = {"path": args.depth_weights}
     failures = []
     t0 = time.time()
     for est in args.estimators:
@@ -120,8 +172,8 @@ def main() -> int:
             print(f"\n## estimator {est}: SKIPPED ({why})")
             continue
         print(f"\n## estimator {est}, {args.size}x{args.size}, 17 frames, seeds {args.seeds}\n")
-        print("| move | rel. rot. err (deg) | centre err (% path) | trajectory_error_deg | s_traj | depth_L1 | PSNR dB | SSIM | pairs ok |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("| move | rel. rot. err (deg) | centre err (% path) | trajectory_error_deg | s_traj | depth_L1 | PSNR dB | SSIM | smoothness | pairs ok |")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         broken_rows = []
         for move in args.moves:
             rows = []
@@ -133,16 +185,16 @@ def main() -> int:
                 rows.append((acc, a.metrics))
                 # Broken variants and the wrong clause, scored the same way.
                 rng = np.random.default_rng(seed)
-                variants = {
-                    "shuffled": shuffled(clip.frames, clip.depth, rng),
-                    "jitter": jittered(clip.frames, clip.depth, rng),
-                    "teleport": teleported(prompt, seed, args.size),
-                }
                 br = {}
-                for name, (f, d) in variants.items():
-                    m = run_analysis(f, d, clip.K, prompt, est).metrics
+                for name in (*CORRUPTIONS, *REPORTED):
+                    variant = corrupt(name, clip, prompt, seed, args.size, move, rng)
+                    if variant is None:
+                        continue
+                    m = run_analysis(*variant, clip.K, prompt, est).metrics
                     br[name] = (m["depth_consistency_l1"] / max(a.metrics["depth_consistency_l1"], 1e-9),
-                                a.metrics["recon_psnr"] - m["recon_psnr"])
+                                a.metrics["recon_psnr"] - m["recon_psnr"], m["trajectory_smoothness"],
+                                a.metrics["trajectory_smoothness"])
+                br["intact_smoothness"] = a.metrics["trajectory_smoothness"]
                 wrong_prompt = f"{SCENE} {camera_clause([WRONG[move]])}"
                 mw = run_analysis(clip.frames, clip.depth, clip.K, wrong_prompt, est).metrics
                 br["wrong"] = (mw["trajectory_error_deg"] / max(a.metrics["trajectory_error_deg"], 1e-9),
@@ -151,29 +203,47 @@ def main() -> int:
             rre = max(r[0]["rel_rot_err_deg"] for r in rows)
             ce = [r[0]["centre_err_pct"] for r in rows if r[0]["centre_err_pct"] is not None]
             te = max(r[1]["trajectory_error_deg"] for r in rows)
-            mean = {k: float(np.mean([r[1][k] for r in rows])) for k in ("s_traj", "depth_consistency_l1", "recon_psnr", "recon_ssim", "pose_ok_fraction")}
+            keys = ("s_traj", "depth_consistency_l1", "recon_psnr", "recon_ssim", "trajectory_smoothness", "pose_ok_fraction")
+            mean = {k: float(np.mean([r[1][k] for r in rows])) for k in keys}
             print(f"| {move} | {rre:.3f} | {fmt(max(ce) if ce else None, 1)} | {te:.2f} | {mean['s_traj']:.3f} | "
-                  f"{mean['depth_consistency_l1']:.4f} | {mean['recon_psnr']:.1f} | {mean['recon_ssim']:.3f} | {mean['pose_ok_fraction']:.2f} |")
+                  f"{mean['depth_consistency_l1']:.4f} | {mean['recon_psnr']:.1f} | {mean['recon_ssim']:.3f} | "
+                  f"{mean['trajectory_smoothness']:.2f} | {mean['pose_ok_fraction']:.2f} |")
             if rre > 2.0 or (ce and max(ce) > 15.0) or te > 3.0:
                 failures.append(f"{est} {move}: rel rot {rre:.2f}, centre {ce}, traj {te:.2f}")
         print("\n(max over seeds for the errors, mean for the rest)\n")
-        print("| move | seed | shuffled L1 x | shuffled PSNR drop | jitter L1 x | jitter PSNR drop | teleport L1 x | teleport PSNR drop | wrong clause traj x | wrong s_traj |")
-        print("|---|---|---|---|---|---|---|---|---|---|")
-        for move, seed, br in broken_rows:
-            print(f"| {move} | {seed} | {br['shuffled'][0]:.1f} | {br['shuffled'][1]:.1f} | {br['jitter'][0]:.1f} | "
-                  f"{br['jitter'][1]:.1f} | {br['teleport'][0]:.1f} | {br['teleport'][1]:.1f} | {br['wrong'][0]:.0f} | {br['wrong'][1]:.2f} |")
-            for name in ("shuffled", "jitter", "teleport"):
-                if br[name][0] < 2.0 or br[name][1] < 3.0:
-                    failures.append(f"{est} {move} seed {seed} {name}: L1 x{br[name][0]:.2f}, PSNR drop {br[name][1]:.1f} dB")
-            if br["wrong"][0] < 3.0:
-                failures.append(f"{est} {move} seed {seed} wrong clause: x{br['wrong'][0]:.2f}")
+        if args.per_clip:
+            names = [n for n in (*CORRUPTIONS, *REPORTED)]
+            print("| move | seed | " + " | ".join(f"{n} L1 x | {n} PSNR drop" for n in names) + " | wrong clause traj x |")
+            print("|---|---|" + "---|---|" * len(names) + "---|")
+            for move, seed, br in broken_rows:
+                cells = " | ".join(f"{br[n][0]:.1f} | {br[n][1]:.1f}" if n in br else "- | -" for n in names)
+                print(f"| {move} | {seed} | {cells} | {br['wrong'][0]:.0f} |")
+            print()
+        print("| corruption | clips | meet both (L1 >= 2x and PSNR >= 3 dB lower) | median L1 ratio | median PSNR drop (dB) "
+              "| min PSNR drop | median smoothness intact -> broken | smoothness < half the intact clip's |")
+        print("|---|---|---|---|---|---|---|---|")
+        intact_smooth = float(np.median([br["intact_smoothness"] for _, _, br in broken_rows]))
+        for name in (*CORRUPTIONS, *REPORTED):
+            vals = [(move, seed, br[name]) for move, seed, br in broken_rows if name in br]
+            ok = [v[2][0] >= 2.0 and v[2][1] >= 3.0 for v in vals]
+            label = name if name in CORRUPTIONS else f"{name} (reported, not required)"
+            print(f"| {label} | {len(vals)} | {sum(ok)}/{len(vals)} | {np.median([v[2][0] for v in vals]):.1f} | "
+                  f"{np.median([v[2][1] for v in vals]):.1f} | {min(v[2][1] for v in vals):.1f} | "
+                  f"{intact_smooth:.2f} -> {np.median([v[2][2] for v in vals]):.2f} | "
+                  f"{sum(v[2][2] < 0.5 * v[2][3] for v in vals)}/{len(vals)} |")
+            if name in CORRUPTIONS:
+                failures += [f"{est} {m} seed {sd} {name}: L1 x{v[0]:.2f}, PSNR drop {v[1]:.1f} dB"
+                             for (m, sd, v), good in zip(vals, ok) if not good]
         n = len(broken_rows)
-        for name in ("shuffled", "jitter", "teleport"):
-            ok = sum(br[name][0] >= 2.0 and br[name][1] >= 3.0 for _, _, br in broken_rows)
-            print(f"\n{name}: {ok}/{n} clips meet both (L1 >= 2x and PSNR >= 3 dB lower); "
-                  f"median L1 x{np.median([br[name][0] for _, _, br in broken_rows]):.1f}, "
-                  f"median PSNR drop {np.median([br[name][1] for _, _, br in broken_rows]):.1f} dB")
-        print(f"wrong clause: {sum(br['wrong'][0] >= 3 for _, _, br in broken_rows)}/{n} clips >= 3x trajectory error")
+        wrong_ok = sum(br["wrong"][0] >= 3 for _, _, br in broken_rows)
+        print(f"| wrong camera clause | {n} | {wrong_ok}/{n} (>= 3x trajectory_error_deg) | "
+              f"{np.median([br['wrong'][0] for _, _, br in broken_rows]):.0f}x trajectory error | | | | |")
+        failures += [f"{est} {m} seed {sd} wrong clause: x{br['wrong'][0]:.2f}"
+                     for m, sd, br in broken_rows if br["wrong"][0] < 3.0]
+        print("\nshuffled: the fixed-camera clip is left out (its frames are identical, so shuffling changes nothing).\n"
+              "Where odometry recovers every shuffled step (slow camera moves) the reconstruction is consistent and\n"
+              "only the camera path shows the damage (trajectory_smoothness, s_traj). A wobbled clip's pairs fail the\n"
+              "pose check and fall back to identity, so its path is 'smooth'; pose_ok_fraction shows that instead.")
     print(f"\n{len(failures)} acceptance failures ({time.time() - t0:.0f} s)")
     for f in failures:
         print("  FAIL", f)

@@ -1,7 +1,7 @@
 """Geometry engine: depth, camera poses, fused point clouds and 3D-consistency metrics of a clip.
 
 `analyze(frames, prompt)` reads top to bottom as the algorithm: check inputs -> depth -> odometry
--> fusion -> re-render at the input cameras -> metrics. Array conventions: docs/architecture.md.
+-> fusion -> re-render every input camera from the other frames' points -> metrics. Array conventions: docs/architecture.md.
 Heavy libraries (open3d, torch, transformers, open_clip) are imported only where used.
 """
 
@@ -30,13 +30,15 @@ class Analysis:
     confidence: np.ndarray     # (F, H, W) per-pixel depth confidence x per-frame pose confidence
     points: np.ndarray         # (N, 3) fused world points
     colors: np.ndarray         # (N, 3) float32 in [0, 1]
-    metrics: dict              # depth_consistency_l1, recon_psnr, recon_ssim, trajectory_error_deg, s_traj, clip_score, ...
-    timings: dict              # seconds per stage (STAGES) and total
+    metrics: dict              # depth_consistency_l1, recon_psnr, recon_ssim, trajectory_error_deg, s_traj, clip_score,
+                               # trajectory_smoothness, ...
+    timings: dict              # wall seconds per stage (STAGES) and total
     pose_report: list          # one PairReport per consecutive frame pair
-    renders: np.ndarray | None = None   # (F, H, W, 3) float32: the reconstruction at the input cameras
+    renders: np.ndarray | None = None   # (F, H, W, 3) float32: each input camera rendered from the other frames
     estimator: str = ""
     prompt: str | None = None
     warnings: list[str] = field(default_factory=list)
+    cpu_timings: dict = field(default_factory=dict)   # process CPU seconds per stage and total (wall varies with load)
 
     def to_dict(self) -> dict:
         """Plain JSON-able summary (no per-pixel arrays)."""
@@ -45,6 +47,7 @@ class Analysis:
             "prompt": self.prompt,
             "metrics": dict(self.metrics),
             "timings": dict(self.timings),
+            "cpu_timings": dict(self.cpu_timings),
             "pose_report": [p.to_dict() for p in self.pose_report],
             "K": np.asarray(self.K).tolist(),
             "c2w": np.asarray(self.c2w).tolist(),
@@ -117,42 +120,42 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
     """
     from studio.geometry import metrics as M
     from studio.geometry.fusion import fuse_point_cloud
-    from studio.geometry.poses import estimate_poses
+    from studio.geometry.poses import OdometrySettings, estimate_poses
 
     check_inputs(frames, depth, K)
     if prompt is not None and not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string or None, got {type(prompt).__name__}")
     warnings: list[str] = []
-    timings: dict[str, float] = {}
-    num_frames, height, width = frames.shape[:3]
-    t_all = time.perf_counter()
+    clock = _StageClock()
 
-    t = time.perf_counter()
     est = _estimator(estimator, depth, K, estimator_kwargs).estimate(frames, K)
-    timings["depth"] = time.perf_counter() - t
+    clock.lap("depth")
     if not (est.depth > 0).any():
         raise ValueError("the depth estimate has no valid pixel; nothing to reconstruct")
 
-    t = time.perf_counter()
+    if odometry_settings is None:
+        # A learned depth drifts in scale from frame to frame: fit it with the poses, and carry on
+        # with the depth brought to frame 0's scale. The renderer's depth is exact.
+        odometry_settings = OdometrySettings(estimate_scale=estimator != "ground-truth")
     poses = estimate_poses(frames, est.depth, est.K, est.confidence, odometry_settings)
-    timings["odometry"] = time.perf_counter() - t
+    if poses.depth_scale is not None and not np.all(poses.depth_scale == 1.0):
+        est = DepthResult((est.depth * poses.depth_scale[:, None, None]).astype(np.float32), est.K, est.confidence)
+    clock.lap("odometry")
     failed = [r.pair for r in poses.report if not r.ok]
     if failed:
         warnings.append(f"camera pose not found for {len(failed)} of {len(poses.report)} frame pairs "
                         f"(identity used, low confidence): {failed}")
 
-    t = time.perf_counter()
     points, colors = fuse_point_cloud(frames, est.depth, est.K, poses.c2w, est.confidence)
-    timings["fusion"] = time.perf_counter() - t
+    clock.lap("fusion")
 
-    t = time.perf_counter()
-    renders, covered = M.render_reconstruction(points, colors, est.K, poses.c2w, height, width)
-    timings["render"] = time.perf_counter() - t
+    renders, covered = M.render_leave_one_out(frames, est.depth, est.K, poses.c2w, est.confidence)
+    clock.lap("render")
 
-    t = time.perf_counter()
     metrics: dict = {"depth_consistency_l1": M.depth_consistency_l1(est.depth, est.K, poses.c2w, est.confidence)}
     metrics.update(M.recon_scores(frames, renders, covered, est.depth, est.confidence))
     metrics.update(_trajectory_metrics(prompt, poses.c2w, est.depth))
+    metrics.update(M.trajectory_smoothness(poses.c2w, unit_length=_focus(est.depth)))
     metrics["pose_ok_fraction"] = float(np.mean([r.ok for r in poses.report]))
     metrics["num_points"] = int(len(points))
     metrics["clip_score"] = None
@@ -161,14 +164,33 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
             metrics["clip_score"] = M.clip_score(frames, prompt, clip_scorer)
         except (ImportError, OSError, RuntimeError, ValueError) as e:  # missing module or weights
             warnings.append(f"clip_score unavailable: {type(e).__name__}: {e}")
-    timings["metrics"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_all
+    clock.lap("metrics")
+    timings, cpu_timings = clock.finish()
 
     confidence = est.confidence * poses.confidence[:, None, None].astype(np.float32)
     return Analysis(depth=est.depth, K=est.K, c2w=poses.c2w, confidence=confidence, points=points, colors=colors,
-                    metrics=metrics, timings={k: round(v, 4) for k, v in timings.items()},
+                    metrics=metrics, timings=timings, cpu_timings=cpu_timings,
                     pose_report=poses.report, renders=renders if keep_renders else None, estimator=estimator,
                     prompt=prompt, warnings=warnings)
+
+
+class _StageClock:
+    """Wall and process-CPU seconds per stage; CPU is what a stage costs when the shared cores are busy."""
+
+    def __init__(self):
+        self.start = self.last = (time.perf_counter(), time.process_time())
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def lap(self, stage: str) -> None:
+        now = (time.perf_counter(), time.process_time())
+        self.wall[stage], self.cpu[stage] = now[0] - self.last[0], now[1] - self.last[1]
+        self.last = now
+
+    def finish(self) -> tuple[dict, dict]:
+        self.wall["total"] = time.perf_counter() - self.start[0]
+        self.cpu["total"] = time.process_time() - self.start[1]
+        return ({k: round(v, 4) for k, v in self.wall.items()}, {k: round(v, 4) for k, v in self.cpu.items()})
 
 
 def _trajectory_metrics(prompt: str | None, c2w: np.ndarray, depth: np.ndarray) -> dict:
@@ -178,10 +200,14 @@ def _trajectory_metrics(prompt: str | None, c2w: np.ndarray, depth: np.ndarray) 
     if target is None:
         return {"trajectory_error_deg": None, "trajectory_rotation_error_deg": None,
                 "trajectory_direction_error_deg": None, "s_traj": 0.0}
-    valid = depth[0][depth[0] > 0]
-    focus = float(np.median(valid)) if valid.size else 1.0  # the scene's unit when the target does not move
-    cmp = M.compare_trajectories(c2w, target, unit_length=focus)
+    cmp = M.compare_trajectories(c2w, target, unit_length=_focus(depth))
     return {"trajectory_error_deg": M.trajectory_error_deg(cmp),
             "trajectory_rotation_error_deg": cmp["mean_rotation_error_deg"],
             "trajectory_direction_error_deg": cmp["translation_direction_error_deg"],
             "s_traj": M.s_traj(cmp)}
+
+
+def _focus(depth: np.ndarray) -> float:
+    """The scene's unit of length: median depth of the first frame (1 when it has none)."""
+    valid = depth[0][depth[0] > 0]
+    return float(np.median(valid)) if valid.size else 1.0

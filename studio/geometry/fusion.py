@@ -1,8 +1,10 @@
 """Fused point cloud from all frames and poses, its exports, and a z-buffered splat renderer.
 
 The cloud keeps pixels with depth in (0, depth_max_rel x median depth]: the far ground at grazing
-angles and the sky carry no usable geometry. Voxel size is one pixel's footprint at the median
-depth, so the cloud has about the input's resolution and inconsistent frames blur or ghost.
+angles and the sky carry no usable geometry. Voxel size is 1.5 pixels' footprint at the median
+depth: about the input's resolution, and a learned depth (whose frames do not land on the same
+voxels, 3x the points at one pixel) stays cheap to filter. The re-render metric does not use this
+cloud (see metrics.render_leave_one_out); it is the export and the novel-view render.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ def voxel_size_for(depth: np.ndarray, K: np.ndarray, voxel_px: float = 1.0) -> f
 
 
 def fuse_point_cloud(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray,
-                     confidence: np.ndarray | None = None, voxel_px: float = 1.0,
+                     confidence: np.ndarray | None = None, voxel_px: float = 1.5,
                      outlier_neighbors: int = 12, outlier_std: float = 2.5) -> tuple[np.ndarray, np.ndarray]:
     """World points (N, 3) float64 and colours (N, 3) float32 in [0, 1].
 
@@ -83,51 +85,84 @@ def write_glb(path: str | Path, points: np.ndarray, colors: np.ndarray) -> Path:
 
 
 def render_points(points: np.ndarray, colors: np.ndarray, K: np.ndarray, c2w: np.ndarray, height: int, width: int,
-                  depth_tolerance: float = 0.03, fill_holes: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  depth_tolerance: float = 0.03, fill_holes: int = 2,
+                  sigma_px: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render a coloured point cloud at cameras c2w (V, 4, 4): images (V, H, W, 3) float32 in [0, 1],
-    depth (V, H, W) (0 = empty) and a coverage mask (V, H, W) bool.
-
-    Each point splats bilinearly onto the 4 pixels around its projection; a z-buffer keeps the
-    nearest surface and points within `depth_tolerance` (relative) of it are blended, which
-    anti-aliases without letting hidden surfaces through. Small holes are filled by normalised
-    3x3 averaging, `fill_holes` times. All views are rendered in one vectorised pass.
-    """
+    depth (V, H, W) (0 = empty) and a coverage mask (V, H, W) bool. See `splat` for the splatting."""
     v_n = len(c2w)
-    hw = height * width
-    images = np.zeros((v_n, height, width, 3), np.float32)
-    depth = np.zeros((v_n, height, width), np.float32)
     if len(points) == 0:
+        images = np.zeros((v_n, height, width, 3), np.float32)
+        depth = np.zeros((v_n, height, width), np.float32)
         return images, depth, depth > 0
     w2c = np.linalg.inv(c2w)
     cam = np.einsum("vij,nj->vni", w2c[:, :3, :3], points) + w2c[:, None, :3, 3]   # (V, N, 3)
-    z = cam[..., 2]
+    view = np.broadcast_to(np.arange(v_n)[:, None], cam.shape[:2])
+    cols = np.broadcast_to(np.asarray(colors, np.float32)[None], cam.shape)
+    return splat(cam.reshape(-1, 3), cols.reshape(-1, 3), view.reshape(-1), v_n, K, height, width,
+                 depth_tolerance, fill_holes, sigma_px)
+
+
+def splat(cam_points: np.ndarray, colors: np.ndarray, view: np.ndarray, num_views: int, K: np.ndarray,
+          height: int, width: int, depth_tolerance: float = 0.03, fill_holes: int = 2,
+          sigma_px: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Z-buffered splatting of camera-space points (M, 3) into their views (M,) -> images, depth, coverage.
+
+    Each point splats onto the 4 pixels around its projection, weighted bilinearly (sigma_px None)
+    or by a Gaussian of its distance to each pixel centre (sigma_px: a small splat, so that where
+    many points land the ones nearest a pixel centre decide it and the render stays sharp). A
+    z-buffer over the points falling inside each pixel finds its nearest surface, and the points
+    within `depth_tolerance` (relative) of that surface are blended: anti-aliasing that lets
+    neither hidden surfaces nor a neighbour's nearer surface through. Small holes are filled by
+    normalised 3x3 averaging, `fill_holes` times.
+    """
+    hw = height * width
+    images = np.zeros((num_views, height, width, 3), np.float32)
+    depth = np.zeros((num_views, height, width), np.float32)
+    if len(cam_points) == 0:
+        return images, depth, depth > 0
+    z = cam_points[:, 2]
     front = z > 1e-6
     zs = np.where(front, z, 1.0)
-    u = cam[..., 0] / zs * K[0, 0] + K[0, 2] - 0.5   # continuous pixel index (centres at integers)
-    v = cam[..., 1] / zs * K[1, 1] + K[1, 2] - 0.5
+    u = cam_points[:, 0] / zs * K[0, 0] + (K[0, 2] - 0.5)   # continuous pixel index (centres at integers)
+    v = cam_points[:, 1] / zs * K[1, 1] + (K[1, 2] - 0.5)
     u0, v0 = np.floor(u), np.floor(v)
     fu, fv = (u - u0).astype(np.float32), (v - v0).astype(np.float32)
-    view = np.broadcast_to(np.arange(v_n)[:, None], z.shape)
-    keys, zs_, ws, idx = [], [], [], []
-    for du, dv, wgt in ((0, 0, (1 - fu) * (1 - fv)), (1, 0, fu * (1 - fv)), (0, 1, (1 - fu) * fv), (1, 1, fu * fv)):
+    if sigma_px is None:
+        wu = ((1 - fu), fu)
+        wv = ((1 - fv), fv)
+    else:
+        g = np.float32(-0.5 / sigma_px ** 2)
+        wu = (np.exp(g * fu * fu), np.exp(g * (1 - fu) ** 2))
+        wv = (np.exp(g * fv * fv), np.exp(g * (1 - fv) ** 2))
+    keys, zs_, ws, idx, owns = [], [], [], [], []
+    for du, dv in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        wgt = wu[du] * wv[dv]
         uu, vv = u0 + du, v0 + dv
         ok = front & (uu >= 0) & (uu < width) & (vv >= 0) & (vv < height) & (wgt > 1e-3)
         keys.append((view[ok] * hw + vv[ok] * width + uu[ok]).astype(np.int64))
         zs_.append(z[ok])
         ws.append(wgt[ok])
-        idx.append(np.broadcast_to(np.arange(len(points))[None], z.shape)[ok])
-    key, zz, wt, pid = (np.concatenate(x) for x in (keys, zs_, ws, idx))
-    zbuf = np.full(v_n * hw, np.inf)
-    np.minimum.at(zbuf, key, zz)
-    near = zz <= zbuf[key] * (1 + depth_tolerance)
+        idx.append(np.nonzero(ok)[0])
+        owns.append(((fu[ok] >= 0.5) == du) & ((fv[ok] >= 0.5) == dv))   # the pixel the point falls in
+    key, zz, wt, pid, own = (np.concatenate(x) for x in (keys, zs_, ws, idx, owns))
+    # The z-buffer is set by points falling inside a pixel; a point's spill-over onto a neighbour
+    # must not hide that neighbour's own surface (on a receding floor every next row is nearer).
+    # Pixels nothing falls into take the nearest spill-over.
+    zbuf = np.full(num_views * hw, np.inf, zz.dtype)   # same dtype: ufunc.at is slow when it must cast
+    np.minimum.at(zbuf, key[own], zz[own])
+    spill = np.full(num_views * hw, np.inf, zz.dtype)
+    np.minimum.at(spill, key, zz)
+    zbuf = np.where(np.isfinite(zbuf), zbuf, spill)
+    near = np.abs(zz - zbuf[key]) <= zbuf[key] * depth_tolerance
     key, zz, wt, pid = key[near], zz[near], wt[near], pid[near]
-    wsum = np.bincount(key, wt, minlength=v_n * hw)
-    col = np.stack([np.bincount(key, wt * colors[pid, c], minlength=v_n * hw) for c in range(3)], -1)
-    dsum = np.bincount(key, wt * zz, minlength=v_n * hw)
+    wsum = np.bincount(key, wt, minlength=num_views * hw)
+    c = colors[pid]
+    col = np.stack([np.bincount(key, wt * c[:, i], minlength=num_views * hw) for i in range(3)], -1)
+    dsum = np.bincount(key, wt * zz, minlength=num_views * hw)
     covered = wsum > 1e-6
-    images = np.where(covered[:, None], col / np.maximum(wsum, 1e-12)[:, None], 0).reshape(v_n, height, width, 3)
-    depth = np.where(covered, dsum / np.maximum(wsum, 1e-12), 0).reshape(v_n, height, width)
-    covered = covered.reshape(v_n, height, width)
+    images = np.where(covered[:, None], col / np.maximum(wsum, 1e-12)[:, None], 0).reshape(num_views, height, width, 3)
+    depth = np.where(covered, dsum / np.maximum(wsum, 1e-12), 0).reshape(num_views, height, width)
+    covered = covered.reshape(num_views, height, width)
     if fill_holes:
         images, depth, covered = _fill_holes(images, depth, covered, fill_holes)
     return images.astype(np.float32), depth.astype(np.float32), covered

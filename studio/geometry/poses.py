@@ -18,25 +18,26 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from studio.geometry.projection import backproject, open3d_single_thread, project, rotation_angle_deg, transform
+from studio.geometry.projection import backproject, open3d_single_thread, rotation_angle_deg
 
 
 @dataclass
 class OdometrySettings:
     """Knobs of the pose stage; defaults measured on 64x64 and 128x128 TinyWorld clips."""
 
-    upsample_below: int = 0           # images smaller than this (min side) are upsampled 2x for Open3D
-    iterations: tuple[int, ...] = (40, 20, 10)  # per pyramid level, fine to coarse (environment.md)
+    open3d_max_side: int = 64         # Open3D only seeds: larger images are area-downsampled to this (min side)
+    iterations: tuple[int, ...] = (10, 5)  # per pyramid level; the direct refinement does the fine work
     depth_diff_rel: float = 0.05      # Open3D depth_diff_max as a fraction of the median depth
     depth_max_rel: float = 2.5        # Open3D depth_max as a multiple of the median depth
     refine_iterations: int = 8        # direct Gauss-Newton refinement of every candidate
-    refine_stride: int = 2            # refine on every other pixel (checkerboard): half the cost, same accuracy
+    refine_pixels: int = 2048         # pixels per pair the refinement samples (a diagonal lattice)
     outlier_factor: float = 2.5       # a pair whose residual exceeds this x the clip median is retried
     max_step_rotation_deg: float = 12.0   # a video frame step turning more than this is implausible
     max_step_translation_rel: float = 0.25  # ... or moving more than this x median depth
     min_overlap: float = 0.25         # fraction of pixels of frame i+1 that must land in frame i
     max_residual: float = 0.12        # a motion explaining the pair worse than this is not trusted
     pnp_min_inliers: int = 12
+    estimate_scale: bool = False      # also fit each frame's depth scale (learned depth drifts; ground truth does not)
 
 
 @dataclass
@@ -52,6 +53,7 @@ class PairReport:
     rotation_deg: float
     translation: float
     candidates: dict[str, float] = field(default_factory=dict)  # residual of every tried method
+    depth_scale: float = 1.0    # frame i+1's depth relative to frame i's (1 unless the scale is estimated)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,21 +64,12 @@ class PoseResult:
     c2w: np.ndarray            # (F, 4, 4) relative to frame 0
     confidence: np.ndarray     # (F,) 1 where every step up to the frame passed the check
     report: list[PairReport]
+    depth_scale: np.ndarray | None = None   # (F,) factor bringing each frame's depth to frame 0's scale
 
 
 def _gray(frames: np.ndarray) -> np.ndarray:
     f = frames.astype(np.float32) / 255.0
     return f[..., 0] * 0.299 + f[..., 1] * 0.587 + f[..., 2] * 0.114
-
-
-def _bilinear(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Sample img (H, W) at continuous pixel indices; callers keep u, v inside [0, W-1] x [0, H-1]."""
-    h, w = img.shape
-    u0 = np.clip(np.floor(u).astype(np.int64), 0, w - 2)
-    v0 = np.clip(np.floor(v).astype(np.int64), 0, h - 2)
-    a, b = u - u0, v - v0
-    return ((1 - a) * (1 - b) * img[v0, u0] + a * (1 - b) * img[v0, u0 + 1]
-            + (1 - a) * b * img[v0 + 1, u0] + a * b * img[v0 + 1, u0 + 1])
 
 
 def pair_residual(src_gray: np.ndarray, src_depth: np.ndarray, tgt_gray: np.ndarray, tgt_depth: np.ndarray,
@@ -87,25 +80,61 @@ def pair_residual(src_gray: np.ndarray, src_depth: np.ndarray, tgt_gray: np.ndar
     truncated so occlusion boundaries do not dominate; computed over source pixels that land on
     valid target pixels. Overlap = that pixel count over the source's valid pixels.
     """
-    h, w = src_depth.shape
-    valid = src_depth > 0
-    n_valid = int(valid.sum())
-    if n_valid == 0:
-        return 1.0, 0.0
-    pts = backproject(src_depth, K)[valid]
-    u, v, z = project(transform(T, pts), K)
-    inb = (z > 1e-6) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
-    if inb.sum() < 16:
-        return 1.0, float(inb.mean())
-    u, v, z = u[inb], v[inb], z[inb]
-    d_t = tgt_depth[np.clip(np.rint(v).astype(int), 0, h - 1), np.clip(np.rint(u).astype(int), 0, w - 1)]
-    has = d_t > 0
-    if has.sum() < 16:
-        return 1.0, float(has.sum() / n_valid)
-    photo = np.abs(_bilinear(tgt_gray, u, v) - src_gray[valid][inb])[has]
-    rel = np.abs(z[has] - d_t[has]) / d_t[has]
-    residual = float(np.minimum(photo, 0.25).mean() + np.minimum(rel, 0.25).mean())
-    return residual, float(has.sum() / n_valid)
+    return pair_residuals(np.stack([src_gray, tgt_gray]), np.stack([src_depth, tgt_depth]), K, [(0, 1)],
+                          np.asarray(T)[None])[0]
+
+
+def pair_residuals(gray: np.ndarray, depth: np.ndarray, K: np.ndarray, pairs: list[tuple[int, int]],
+                   T: np.ndarray, scale: np.ndarray | None = None) -> list[tuple[float, float]]:
+    """pair_residual for many (src, tgt) pairs of one clip at once: T (P, 4, 4) -> [(residual, overlap)].
+
+    scale (P,): the source depth's scale relative to the target's (source points s * X); 1 if None.
+    """
+    num_pairs = len(pairs)
+    if num_pairs == 0:
+        return []
+    _, h, w = depth.shape
+    src = np.array([p[0] for p in pairs])
+    tgt = np.array([p[1] for p in pairs])
+    d_src = depth[src].reshape(num_pairs, -1).astype(np.float64)
+    valid = d_src > 0
+    if scale is not None:
+        d_src = d_src * np.asarray(scale, np.float64)[:, None]
+    X = backproject(np.ones((h, w)), K).reshape(1, -1, 3) * d_src[..., None]
+    T = np.asarray(T, np.float64)
+    P = X @ np.swapaxes(T[:, :3, :3], 1, 2) + T[:, None, :3, 3]
+    z = P[..., 2]
+    safe = np.where(z > 1e-6, z, 1.0)
+    u = P[..., 0] / safe * K[0, 0] + K[0, 2] - 0.5
+    v = P[..., 1] / safe * K[1, 1] + K[1, 2] - 0.5
+    inb = valid & (z > 1e-6) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+    base = (tgt * h * w)[:, None]
+    near = base + np.clip(np.rint(v), 0, h - 1).astype(np.int64) * w + np.clip(np.rint(u), 0, w - 1).astype(np.int64)
+    d_t = depth.reshape(-1)[near].astype(np.float64)
+    has = inb & (d_t > 0)
+    u0 = np.clip(np.floor(u), 0, w - 2)
+    v0 = np.clip(np.floor(v), 0, h - 2)
+    a, b = u - u0, v - v0
+    i00 = base + v0.astype(np.int64) * w + u0.astype(np.int64)
+    g = gray.reshape(-1).astype(np.float64)
+    sampled = ((1 - a) * (1 - b) * g[i00] + a * (1 - b) * g[i00 + 1]
+               + (1 - a) * b * g[i00 + w] + a * b * g[i00 + w + 1])
+    photo = np.minimum(np.abs(sampled - gray[src].reshape(num_pairs, -1)), 0.25)
+    rel = np.minimum(np.abs(z - d_t) / np.where(has, d_t, 1.0), 0.25)
+    n_valid, n_inb, n_has = valid.sum(1), inb.sum(1), has.sum(1)
+    photo_mean = np.where(has, photo, 0).sum(1) / np.maximum(n_has, 1)
+    rel_mean = np.where(has, rel, 0).sum(1) / np.maximum(n_has, 1)
+    out = []
+    for k in range(num_pairs):
+        if n_valid[k] == 0:
+            out.append((1.0, 0.0))
+        elif n_inb[k] < 16:
+            out.append((1.0, float(n_inb[k] / n_valid[k])))
+        elif n_has[k] < 16:
+            out.append((1.0, float(n_has[k] / n_valid[k])))
+        else:
+            out.append((float(photo_mean[k] + rel_mean[k]), float(n_has[k] / n_valid[k])))
+    return out
 
 
 def _skew(p: np.ndarray) -> np.ndarray:
@@ -114,106 +143,137 @@ def _skew(p: np.ndarray) -> np.ndarray:
                      np.stack([-p[:, 1], p[:, 0], z], -1)], 1)
 
 
-def _se3_exp(xi: np.ndarray) -> np.ndarray:
-    """(omega, v) -> 4x4; first order in v is enough for the small Gauss-Newton updates."""
-    import cv2
-
-    T = np.eye(4)
-    T[:3, :3] = cv2.Rodrigues(xi[:3].reshape(3, 1))[0]
-    T[:3, 3] = xi[3:]
-    return T
+def _so3_exp(omega: np.ndarray) -> np.ndarray:
+    """Rodrigues' formula for a batch of rotation vectors (P, 3) -> (P, 3, 3)."""
+    theta = np.linalg.norm(omega, axis=1)
+    k = omega / np.maximum(theta, 1e-12)[:, None]
+    Kx = _skew(k)
+    s, c = np.sin(theta)[:, None, None], np.cos(theta)[:, None, None]
+    return np.eye(3)[None] + s * Kx + (1 - c) * (Kx @ Kx)
 
 
 def refine_direct(gray: np.ndarray, depth: np.ndarray, K: np.ndarray, pairs: list[tuple[int, int]],
-                  T_init: np.ndarray, iterations: int = 8, depth_weight: float = 1.0, stride: int = 1) -> np.ndarray:
+                  T_init: np.ndarray, iterations: int = 8, depth_weight: float = 1.0, stride: int = 1,
+                  estimate_scale: bool = False, max_log_scale: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
     """Gauss-Newton on the check's own photometric + relative-depth residual, all pairs at once.
+
+    Returns (T (P, 4, 4), scale (P,)). With estimate_scale the source depth's scale relative to
+    the target's is a 7th unknown (source points s * X): a learned monocular depth drifts in
+    scale from frame to frame (the TinyWorld net by 25 % over a push-in), which a rigid motion
+    can only absorb by bending the path. |log s| is kept within max_log_scale.
 
     Open3D's odometry lands within a few tenths of a degree on 64x64 images; minimising the same
     residual the check uses, at native resolution with bilinear sampling and occlusions dropped,
     brings that to a few hundredths. Pairs are (src, tgt); T maps src camera points into tgt.
-    Left-multiplied increments: T <- exp(xi) T. Batched because numpy call overhead dominates.
+    Left-multiplied increments: T <- exp(xi) T.
+
+    Layout: every pair's source pixels are padded to one length N, so each iteration is a handful
+    of (P, N) array operations and two batched (6 x N) @ (N x 6) products; pixels that leave the
+    image, hit the sky or fail the gates get weight 0 instead of being compacted out.
     """
     num_pairs = len(pairs)
     T = np.array(T_init, dtype=np.float64, copy=True)
+    scale = np.ones(num_pairs)
     if num_pairs == 0:
-        return T
+        return T, scale
+    dof = 7 if estimate_scale else 6
     _, h, w = depth.shape
     src = np.array([p[0] for p in pairs])
     tgt = np.array([p[1] for p in pairs])
-    D = depth.astype(np.float64)
-    G = gray.astype(np.float64)
-    gx, gy, dgx, dgy = (np.zeros_like(D) for _ in range(4))
-    gx[:, :, 1:-1] = (G[:, :, 2:] - G[:, :, :-2]) / 2
-    gy[:, 1:-1] = (G[:, 2:] - G[:, :-2]) / 2
-    dgx[:, :, 1:-1] = (D[:, :, 2:] - D[:, :, :-2]) / 2
-    dgy[:, 1:-1] = (D[:, 2:] - D[:, :-2]) / 2
+    D = depth.astype(np.float32)
+    G = gray.astype(np.float32)
+    frames_used = np.unique(tgt)
+    gx, gy, dgx, dgy = (np.zeros((len(frames_used), h, w), np.float32) for _ in range(4))
+    Dt, Gt = D[frames_used], G[frames_used]
+    gx[:, :, 1:-1] = (Gt[:, :, 2:] - Gt[:, :, :-2]) / 2
+    gy[:, 1:-1] = (Gt[:, 2:] - Gt[:, :-2]) / 2
+    dgx[:, :, 1:-1] = (Dt[:, :, 2:] - Dt[:, :, :-2]) / 2
+    dgy[:, 1:-1] = (Dt[:, 2:] - Dt[:, :-2]) / 2
     # One gather per bilinear corner fetches every map at once: columns depth, grey, gradients.
-    maps = np.stack([D, G, gx, gy, dgx, dgy], -1).reshape(-1, 6).astype(np.float32)
-    rays = backproject(np.ones((h, w)), K).reshape(-1, 3)
-    # stride 2 keeps a checkerboard of pixels: every image row and column still contributes.
+    maps = np.stack([Dt, Gt, gx, gy, dgx, dgy], -1).reshape(-1, 6)
+    slot = np.searchsorted(frames_used, tgt)                      # pair -> row block of `maps`
+    rays = backproject(np.ones((h, w)), K).reshape(-1, 3).astype(np.float32)
+    # A diagonal lattice (stride 2: a checkerboard): every image row and column still contributes.
     uu, vv = np.meshgrid(np.arange(w), np.arange(h))
     sub = ((uu + vv) % stride == 0).reshape(-1)
-    pid_all, X_all, I_all = [], [], []
-    for k, s_i in enumerate(src):
-        valid = (D[s_i].reshape(-1) > 0) & sub
-        pid_all.append(np.full(int(valid.sum()), k))
-        X_all.append(rays[valid] * D[s_i].reshape(-1)[valid, None])
-        I_all.append(G[s_i].reshape(-1)[valid])
-    pid0, X0, I0 = np.concatenate(pid_all), np.concatenate(X_all), np.concatenate(I_all).astype(np.float32)
-    fx, fy = K[0, 0], K[1, 1]
-    tri = np.triu_indices(6)
+    valid = (D[src].reshape(num_pairs, -1) > 0) & sub                # (P, HW)
+    n_max = max(int(valid.sum(1).max()), 1)
+    # Pad each pair's valid pixels to n_max: argsort puts the valid ones first, in pixel order.
+    order = np.argsort(~valid, axis=1, kind="stable")[:, :n_max]
+    live = np.take_along_axis(valid, order, 1)                        # (P, N) real pixels
+    d_src = np.take_along_axis(D[src].reshape(num_pairs, -1), order, 1)
+    X = rays[order] * d_src[..., None]                                # (P, N, 3) source points
+    I_s = np.take_along_axis(G[src].reshape(num_pairs, -1), order, 1)
+    base = (slot * (h * w))[:, None]
+    fx, fy, cx, cy = (np.float32(x) for x in (K[0, 0], K[1, 1], K[0, 2] - 0.5, K[1, 2] - 0.5))
+    active = np.ones(num_pairs, bool)
     for it in range(iterations):
         # Coarse gates first so large initial errors still find inliers, then tight ones.
         gate_d = 0.05 + 0.15 * max(0.0, 1.0 - it / 3)
         gate_ph = 0.15 + 0.15 * max(0.0, 1.0 - it / 3)
-        P = (np.einsum("nij,nj->ni", T[pid0, :3, :3], X0) + T[pid0, :3, 3]).astype(np.float32)
-        u, v, z = project(P, K)
-        inb = (z > 1e-6) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
-        pid, u, v, z, P, I_s = pid0[inb], u[inb], v[inb], z[inb], P[inb], I0[inb]
-        u0 = np.clip(np.floor(u).astype(np.int64), 0, w - 2)
-        v0 = np.clip(np.floor(v).astype(np.int64), 0, h - 2)
-        idx = (tgt[pid] * h + v0) * w + u0
+        R = (T[:, :3, :3] * scale[:, None, None]).astype(np.float32)
+        t = T[:, None, :3, 3].astype(np.float32)
+        P = X @ np.swapaxes(R, 1, 2) + t
+        x, y, z = P[..., 0], P[..., 1], P[..., 2]
+        inv_z = 1.0 / np.where(z > 1e-6, z, np.float32(1.0))
+        u = x * inv_z * fx + cx
+        v = y * inv_z * fy + cy
+        inb = live & (z > 1e-6) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
+        u0 = np.clip(np.floor(u), 0, w - 2)
+        v0 = np.clip(np.floor(v), 0, h - 2)
+        a, b = (u - u0)[..., None], (v - v0)[..., None]
+        idx = base + v0.astype(np.int64) * w + u0.astype(np.int64)
         c00, c01, c10, c11 = maps[idx], maps[idx + 1], maps[idx + w], maps[idx + w + 1]
-        a, b = (u - u0)[:, None].astype(np.float32), (v - v0)[:, None].astype(np.float32)
-        m = (1 - a) * (1 - b) * c00 + a * (1 - b) * c01 + (1 - a) * b * c10 + a * b * c11
+        m = (1 - b) * ((1 - a) * c00 + a * c01) + b * ((1 - a) * c10 + a * c11)
         # All four bilinear neighbours must have depth: no sampling across the sky boundary.
-        ok = (c00[:, 0] > 0) & (c01[:, 0] > 0) & (c10[:, 0] > 0) & (c11[:, 0] > 0)
-        d_t = np.where(ok, m[:, 0], 1.0)
-        r_ph = m[:, 1] - I_s
+        ok = inb & (np.minimum(np.minimum(c00[..., 0], c01[..., 0]), np.minimum(c10[..., 0], c11[..., 0])) > 0)
+        d_t = np.where(ok, m[..., 0], np.float32(1.0))
+        r_ph = m[..., 1] - I_s
         r_d = (z - d_t) / d_t
         keep = ok & (np.abs(r_ph) < gate_ph) & (np.abs(r_d) < gate_d)  # occlusions: drop, do not fit
-        if keep.sum() < 32:
+        counts = keep.sum(1)
+        solvable = active & (counts >= 32)
+        if not solvable.any():
             break
-        pid, z, P, r_ph, r_d, d_t, m = pid[keep], z[keep], P[keep], r_ph[keep], r_d[keep], d_t[keep], m[keep]
-        x, y = P[:, 0], P[:, 1]
-        zero = np.zeros_like(z)
+        wgt = keep.astype(np.float32)
         # d(u, v, z)/d xi for a left increment dP = omega x P + v.
-        du = np.stack([-fx * x * y / z ** 2, fx * (1 + x ** 2 / z ** 2), -fx * y / z, fx / z, zero, -fx * x / z ** 2], -1)
-        dv = np.stack([-fy * (1 + y ** 2 / z ** 2), fy * x * y / z ** 2, fy * x / z, zero, fy / z, -fy * y / z ** 2], -1)
-        dz = np.stack([y, -x, zero, zero, zero, np.ones_like(z)], -1)
-        J_ph = m[:, 2:3] * du + m[:, 3:4] * dv
-        J_d = depth_weight * (dz - m[:, 4:5] * du - m[:, 5:6] * dv) / d_t[:, None]
-        r_d = depth_weight * r_d
-        # Per-pair normal equations by segment sums (points stay sorted by pair).
-        prod = np.concatenate([
-            (J_ph[:, tri[0]] * J_ph[:, tri[1]] + J_d[:, tri[0]] * J_d[:, tri[1]]),
-            J_ph * r_ph[:, None] + J_d * r_d[:, None], np.ones((len(z), 1))], 1)
-        starts = np.searchsorted(pid, np.arange(num_pairs))
-        sums = np.add.reduceat(prod.astype(np.float64), np.minimum(starts, len(pid) - 1), axis=0)
-        counts = np.diff(np.append(starts, len(pid)))
-        H = np.zeros((num_pairs, 6, 6))
-        H[:, tri[0], tri[1]] = sums[:, :21]
-        H[:, tri[1], tri[0]] = sums[:, :21]
-        g = sums[:, 21:27]
-        xi = np.zeros((num_pairs, 6))
-        solvable = counts >= 32
-        if solvable.any():
-            xi[solvable] = -np.linalg.solve(H[solvable] + 1e-9 * np.eye(6), g[solvable][..., None])[..., 0]
-        for k in np.nonzero(solvable)[0]:
-            T[k] = _se3_exp(xi[k]) @ T[k]
-        if it >= 3 and np.abs(xi).max() < 1e-6:
-            break
-    return T
+        xz, yz = x * inv_z, y * inv_z
+        gu, gv = m[..., 2] * fx, m[..., 3] * fy          # image gradient in u, v times focal
+        hu, hv = m[..., 4] * fx, m[..., 5] * fy          # depth gradient likewise
+        J_ph = np.stack([-gu * xz * yz - gv * (1 + yz * yz), gu * (1 + xz * xz) + gv * xz * yz,
+                         -gu * yz + gv * xz, gu * inv_z, gv * inv_z, -(gu * xz + gv * yz) * inv_z], -1)
+        inv_d = wgt * depth_weight / d_t
+        J_d = np.stack([(y + hu * xz * yz + hv * (1 + yz * yz)) * inv_d,
+                        (-x - hu * (1 + xz * xz) - hv * xz * yz) * inv_d,
+                        (hu * yz - hv * xz) * inv_d, -hu * inv_z * inv_d, -hv * inv_z * inv_d,
+                        (1 + (hu * xz + hv * yz) * inv_z) * inv_d], -1)
+        if estimate_scale:
+            # s <- s * exp(d): dP = (P - t) d.
+            Q = P - t
+            du_s = (Q[..., 0] - xz * Q[..., 2]) * inv_z
+            dv_s = (Q[..., 1] - yz * Q[..., 2]) * inv_z
+            J_ph = np.concatenate([J_ph, (gu * du_s + gv * dv_s)[..., None]], -1)
+            J_d = np.concatenate([J_d, ((Q[..., 2] - hu * du_s - hv * dv_s) * inv_d)[..., None]], -1)
+        J_ph *= wgt[..., None]
+        r_ph = r_ph * wgt
+        r_d = r_d * (wgt * depth_weight)
+        Jt_ph, Jt_d = np.swapaxes(J_ph, 1, 2), np.swapaxes(J_d, 1, 2)
+        H = (Jt_ph @ J_ph + Jt_d @ J_d).astype(np.float64)
+        g = (Jt_ph @ r_ph[..., None] + Jt_d @ r_d[..., None])[..., 0].astype(np.float64)
+        xi = np.zeros((num_pairs, dof))
+        xi[solvable] = -np.linalg.solve(H[solvable] + 1e-9 * np.eye(dof), g[solvable][..., None])[..., 0]
+        if estimate_scale:
+            scale = np.exp(np.clip(np.log(scale) + xi[:, 6], -max_log_scale, max_log_scale))
+        step = np.tile(np.eye(4), (num_pairs, 1, 1))
+        step[:, :3, :3] = _so3_exp(xi[:, :3])
+        step[:, :3, 3] = xi[:, 3:6]
+        T = step @ T
+        # A pair whose update is negligible after the coarse-gate phase is done.
+        if it >= 3:
+            active &= np.abs(xi).max(1) >= 1e-6
+            if not active.any():
+                break
+    return T, scale
 
 
 class PoseEstimator:
@@ -231,11 +291,16 @@ class PoseEstimator:
         self.median_depth = float(np.median(valid)) if valid.size else 1.0
         self.gray = _gray(frames)
         self._rgbd: dict[int, object] = {}
-        self.scale = 2 if min(self.h, self.w) < self.s.upsample_below else 1
+        # Integer downsampling for Open3D: its seed only needs to land in the refinement's basin,
+        # and at 128x128 it would otherwise cost more than everything else in the pose stage.
+        self.down = max(1, min(self.h, self.w) // max(self.s.open3d_max_side, 8))
+        self.o3d_hw = (self.h // self.down, self.w // self.down)
         Ks = self.K.copy()
-        Ks[:2] *= self.scale  # pixel-centre convention keeps K's form under integer upsampling
+        Ks[:2] /= self.down  # pixel-centre convention keeps K's form under integer resampling
         self.o3d_intrinsic = o3d.camera.PinholeCameraIntrinsic(
-            self.w * self.scale, self.h * self.scale, Ks[0, 0], Ks[1, 1], Ks[0, 2] - 0.5, Ks[1, 2] - 0.5)
+            self.o3d_hw[1], self.o3d_hw[0], Ks[0, 0], Ks[1, 1], Ks[0, 2] - 0.5, Ks[1, 2] - 0.5)
+        # Sampling stride of the refinement: about refine_pixels per pair whatever the image size.
+        self.refine_stride = max(1, int(round(self.h * self.w / self.s.refine_pixels)))
         self.option = o3d.pipelines.odometry.OdometryOption(
             iteration_number_per_pyramid_level=o3d.utility.IntVector(list(self.s.iterations)),
             depth_diff_max=self.s.depth_diff_rel * self.median_depth,
@@ -247,10 +312,12 @@ class PoseEstimator:
             import cv2
 
             color, depth = self.frames[i], self.depth[i]
-            if self.scale > 1:
-                size = (self.w * self.scale, self.h * self.scale)
-                color = cv2.resize(color, size, interpolation=cv2.INTER_LINEAR)
-                depth = cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST)  # no mixed depths at edges
+            if self.down > 1:
+                hh, ww = self.o3d_hw
+                color = cv2.resize(color[:hh * self.down, :ww * self.down], (ww, hh), interpolation=cv2.INTER_AREA)
+                # One depth per block (its centre is half a full-resolution pixel off, well inside the refinement's
+                # basin), so no depths mix across edges.
+                depth = np.ascontiguousarray(depth[self.down // 2::self.down, self.down // 2::self.down][:hh, :ww])
             o3d = self.o3d
             self._rgbd[i] = o3d.geometry.RGBDImage.create_from_color_and_depth(
                 o3d.geometry.Image(np.ascontiguousarray(color)), o3d.geometry.Image(np.ascontiguousarray(depth)),
@@ -302,9 +369,6 @@ class PoseEstimator:
         T_ts[:3, 3] = tvec[:, 0]
         return np.linalg.inv(T_ts)
 
-    def residual(self, src: int, tgt: int, T: np.ndarray) -> tuple[float, float]:
-        return pair_residual(self.gray[src], self.depth[src], self.gray[tgt], self.depth[tgt], self.K, T)
-
     def plausible(self, T: np.ndarray) -> bool:
         return (float(rotation_angle_deg(T[:3, :3])) <= self.s.max_step_rotation_deg
                 and float(np.linalg.norm(T[:3, 3])) <= self.s.max_step_translation_rel * self.median_depth)
@@ -314,26 +378,28 @@ class PoseEstimator:
         n = self.num_frames
         pairs = [(i + 1, i) for i in range(n - 1)]  # (src, tgt): motion of camera i+1 in camera i
         ident = np.eye(4)
-        id_eval = [self.residual(s, t, ident) for s, t in pairs]
+        id_eval = pair_residuals(self.gray, self.depth, self.K, pairs, np.tile(ident, (len(pairs), 1, 1)))
         tried: list[dict[str, float]] = [{} for _ in pairs]
-        cands: list[list[tuple]] = [[] for _ in pairs]  # (residual, overlap, method, T) per pair
+        cands: list[list[tuple]] = [[] for _ in pairs]  # (residual, overlap, method, T, scale) per pair
 
         def refine_and_score(keys: list[int], seeds: list[np.ndarray], method: str) -> None:
             if not keys:
                 return
-            refined = refine_direct(self.gray, self.depth, self.K, [pairs[k] for k in keys], np.array(seeds),
-                                    self.s.refine_iterations, stride=self.s.refine_stride)
-            for k, T in zip(keys, refined):
-                res, ov = self.residual(*pairs[k], T)
+            refined, scales = refine_direct(self.gray, self.depth, self.K, [pairs[k] for k in keys], np.array(seeds),
+                                            self.s.refine_iterations, stride=self.refine_stride,
+                                            estimate_scale=self.s.estimate_scale)
+            scores = pair_residuals(self.gray, self.depth, self.K, [pairs[k] for k in keys], refined, scales)
+            for k, T, sc, (res, ov) in zip(keys, refined, scales, scores):
                 tried[k][method] = round(res, 6)
                 if self._passes(T, res, ov, id_eval[k][0]):
-                    cands[k].append((res, ov, method, T))
+                    cands[k].append((res, ov, method, T, float(sc)))
 
         # 1. Open3D odometry for every pair; the better of it and identity seeds the refinement.
         o3d_seeds, other_seeds = [], []
-        for k, (s, t) in enumerate(pairs):
-            T_o = self.odometry(s, t, ident)
-            res_o = self.residual(s, t, T_o)[0] if self.plausible(T_o) else np.inf
+        T_o3d = np.array([self.odometry(s, t, ident) for s, t in pairs])
+        o3d_eval = pair_residuals(self.gray, self.depth, self.K, pairs, T_o3d)
+        for k, T_o in enumerate(T_o3d):
+            res_o = o3d_eval[k][0] if self.plausible(T_o) else np.inf
             tried[k]["open3d"] = round(float(res_o), 6)
             o3d_seeds.append(T_o if res_o <= id_eval[k][0] else ident)
             other_seeds.append(ident if res_o <= id_eval[k][0] else T_o)
@@ -352,25 +418,33 @@ class PoseEstimator:
         refine_and_score(keys, [pnp[k] for k in keys], "pnp")
 
         # 3. Chain; a pair nothing explains gets the identity and lowers every later frame's confidence.
+        #    With scales, frame i+1's depth is brought to frame i's and so, step by step, to frame 0's:
+        #    a step measured in frame i's raw units is S_i times longer in frame 0's.
         c2w = np.tile(np.eye(4), (n, 1, 1))
         confidence = np.ones(n)
+        depth_scale = np.ones(n)
         report = []
         for k, (s, t) in enumerate(pairs):
             id_res, id_ov = id_eval[k]
+            sc = 1.0
             if cands[k]:
-                (res, ov, method, T), ok = min(cands[k], key=lambda x: x[0]), True
+                (res, ov, method, T, sc), ok = min(cands[k], key=lambda x: x[0]), True
             elif id_res <= self.s.max_residual and id_ov >= self.s.min_overlap:
                 res, ov, method, T, ok = id_res, id_ov, "identity", ident, True  # nothing moved
             else:
                 res, ov, method, T, ok = id_res, id_ov, "identity-fallback", ident, False
-            c2w[s] = c2w[t] @ T
+            step = T.copy()
+            step[:3, 3] *= depth_scale[t]
+            c2w[s] = c2w[t] @ step
+            depth_scale[s] = depth_scale[t] * sc
             confidence[s] = confidence[t] * (1.0 if ok else 0.2)
             report.append(PairReport(
                 pair=(t, s), method=method, ok=ok, residual=round(float(res), 6),
                 identity_residual=round(float(id_res), 6), overlap=round(float(ov), 4),
                 rotation_deg=round(float(rotation_angle_deg(T[:3, :3])), 4),
-                translation=round(float(np.linalg.norm(T[:3, 3])), 6), candidates=tried[k]))
-        return PoseResult(c2w=c2w, confidence=confidence, report=report)
+                translation=round(float(np.linalg.norm(step[:3, 3])), 6), candidates=tried[k],
+                depth_scale=round(float(sc), 6)))
+        return PoseResult(c2w=c2w, confidence=confidence, report=report, depth_scale=depth_scale)
 
     def _passes(self, T: np.ndarray, res: float, overlap: float, id_res: float) -> bool:
         # A motion must explain the pair in absolute terms, at least as well as standing still,

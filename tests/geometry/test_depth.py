@@ -77,3 +77,42 @@ def test_depth_anything_runs_a_local_model_on_one_common_scale(tiny_depth_anythi
 def test_tinyworld_estimator_without_weights_says_how_to_get_them(tmp_path):
     with pytest.raises(RuntimeError, match="no weights.*pretrain_depth"):
         get_estimator("tinyworld", path=tmp_path)
+
+
+@pytest.fixture(scope="module")
+def tiny_tinyworld_net(tmp_path_factory):
+    """A small untrained TinyWorld depth U-Net saved the way assets/depth/ is."""
+    import torch
+
+    from studio.geometry.depth_net import DepthNetConfig, DepthUNet, save_depth_net
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("tinyworld-depth")
+    save_depth_net(DepthUNet(DepthNetConfig(channels=(4, 8))).eval(), path)
+    return path
+
+
+def test_tinyworld_estimator_runs_one_torch_thread_and_restores_the_setting(tiny_tinyworld_net):
+    import torch
+
+    est = get_estimator("tinyworld", path=tiny_tinyworld_net)
+    assert est.num_threads == 1
+    before = torch.get_num_threads()
+    frames = _frames(num=2, h=16, w=24)
+    res = est.estimate(frames)
+    assert torch.get_num_threads() == before
+    assert res.depth.shape == (2, 16, 24) and res.depth.dtype == np.float32 and (res.depth >= 0).all()
+    np.testing.assert_array_equal(res.confidence, (res.depth > 0).astype(np.float32))
+    np.testing.assert_array_equal(res.depth, est.estimate(frames).depth)
+
+
+def test_analyze_runs_end_to_end_with_the_default_estimator(tiny_tinyworld_net):
+    from studio.geometry import analyze
+    from studio.tinyworld import render_clip
+
+    clip = render_clip("a red cube on a checker floor. Camera pan left.", num_frames=5, seed=0)
+    a = analyze(clip.frames, clip.prompt, estimator_kwargs={"path": str(tiny_tinyworld_net)}, clip_scorer=None)
+    assert a.estimator == "tinyworld" and a.depth.shape == (5, 64, 64) and a.c2w.shape == (5, 4, 4)
+    assert {"depth_consistency_l1", "recon_psnr", "recon_ssim", "trajectory_error_deg", "s_traj", "clip_score",
+            "trajectory_smoothness"} <= set(a.metrics)
+    assert set(a.cpu_timings) == set(a.timings)

@@ -119,3 +119,67 @@ def test_splat_renderer_projects_and_keeps_the_nearest_surface():
     # Behind the camera: nothing drawn.
     img, depth, cov = render_points(-pts, cols, K, np.eye(4)[None], h, w)
     assert not cov.any()
+
+
+def test_splat_blends_only_the_pixels_own_surface():
+    # On a receding floor the next row is nearer: its spill-over must not replace this pixel's surface.
+    h, w = 8, 12
+    K = default_intrinsics(h, w)
+    z_a, z_b = 2.0, 1.9                                # 5 % apart, outside the 3 % tolerance
+    u_a, u_b = 5.0, 5.7                                # continuous pixel indices: A in pixel 5, B in pixel 6
+    pts = np.array([[(u_a + 0.5 - K[0, 2]) / K[0, 0] * z_a, (3.5 - K[1, 2]) / K[1, 1] * z_a, z_a],
+                    [(u_b + 0.5 - K[0, 2]) / K[0, 0] * z_b, (3.5 - K[1, 2]) / K[1, 1] * z_b, z_b]])
+    cols = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], np.float32)
+    img, depth, cov = render_points(pts, cols, K, np.eye(4)[None], h, w, fill_holes=0)
+    np.testing.assert_allclose(img[0, 3, 5], [1, 0, 0], atol=1e-6)   # B spills 30 % onto pixel 5, A keeps it
+    np.testing.assert_allclose(img[0, 3, 6], [0, 1, 0], atol=1e-6)
+    assert depth[0, 3, 5] == pytest.approx(z_a) and depth[0, 3, 6] == pytest.approx(z_b)
+
+
+@pytest.fixture(scope="module")
+def fixed_clip():
+    from studio.tinyworld import render_clip
+
+    return render_clip("a red cube and a blue sphere on a checker floor. The camera remains fixed.", seed=0)
+
+
+def test_leave_one_out_render_reproduces_a_still_clip_from_the_other_frames(fixed_clip):
+    clip = fixed_clip
+    frames = clip.frames.copy()
+    frames[8] = 255                                    # frame 8 white: its own pixels must not come back
+    images, covered = M.render_leave_one_out(frames, clip.depth, clip.K, clip.c2w_relative)
+    judged = covered[8] & (clip.depth[8] > 0)
+    assert judged.mean() > 0.5
+    scores = M.recon_scores(clip.frames[8:9], images[8:9], covered[8:9], clip.depth[8:9])
+    assert scores["recon_psnr"] >= 59.0                 # exact: every other frame shows the same view
+    assert M.psnr(images[8], np.ones_like(images[8]), judged) < 10
+    assert M.leave_one_out_pairs(17)[:4] == [(0, 1), (0, 2), (0, 4), (0, 8)]
+    assert all(t != s for t, s in M.leave_one_out_pairs(17))
+
+
+def _roll(deg):
+    a = np.deg2rad(deg)
+    return np.array([[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]])
+
+
+@pytest.mark.parametrize("moves", [["orbit_left"], ["push_in"], ["pan_right"], ["fixed"], ["move_left", "tilt_up"]])
+def test_prompt_paths_are_smooth(moves):
+    sm = M.trajectory_smoothness(camera_trajectory(moves, 17))
+    assert sm["trajectory_smoothness"] > 0.99 and sm["trajectory_jerk_deg"] < 1e-6
+
+
+def test_smoothness_of_a_shaking_camera_matches_the_jerk_by_hand():
+    # Roll alternating +1, -1 degree: steps of -2, +2, -2 ... degrees, whose second difference is 8 degrees.
+    c2w = np.tile(np.eye(4), (9, 1, 1))
+    c2w[:, :3, :3] = [_roll(1.0 if k % 2 == 0 else -1.0) for k in range(9)]
+    sm = M.trajectory_smoothness(c2w)
+    assert sm["trajectory_jerk_deg"] == pytest.approx(8.0, rel=1e-6)
+    assert sm["trajectory_jerk_rel"] == pytest.approx(0.0, abs=1e-12)
+    assert sm["trajectory_smoothness"] == pytest.approx(np.exp(-8.0 / M.JERK_ROT_DEG), rel=1e-6)
+    # Centres alternating 0, d along x: third difference 4 d, in units of the scene depth.
+    c2w = np.tile(np.eye(4), (9, 1, 1))
+    c2w[1::2, 0, 3] = 0.03
+    sm = M.trajectory_smoothness(c2w, unit_length=3.0)
+    assert sm["trajectory_jerk_rel"] == pytest.approx(4 * 0.03 / 3.0, rel=1e-9)
+    assert sm["trajectory_smoothness"] == pytest.approx(np.exp(-0.04 / M.JERK_REL), rel=1e-6)
+    assert M.trajectory_smoothness(c2w[:3])["trajectory_smoothness"] is None   # needs 4 frames
