@@ -261,10 +261,16 @@ def trajectory_error_deg(cmp: dict) -> float:
     return cmp["mean_rotation_error_deg"] + (cmp["translation_direction_error_deg"] or 0.0)
 
 
+# World-R1's constants (the 1 in max(L/(N-1), 1), the 3 in exp(-L/3)) are in its units, where the
+# scene plane sits at depth 1000; our paths are in units of the focus distance.
+WORLD_R1_UNITS = 1000.0
+
+
 def s_traj(cmp: dict) -> float:
     """World-R1's trajectory-alignment score in [0, 1] (world-r1-method.md section 3, item 4)."""
     n = cmp["num_frames"]
-    L_p, L_t = cmp["path_length_pred"], cmp["path_length_target"]
+    u = WORLD_R1_UNITS
+    L_p, L_t = cmp["path_length_pred"] * u, cmp["path_length_target"] * u
     th_p, th_t = cmp["rotation_pred_deg"], cmp["rotation_target_deg"]
     if cmp["translates"]:
         a, b = cmp["centres_pred"].reshape(-1), cmp["centres_target"].reshape(-1)
@@ -272,7 +278,7 @@ def s_traj(cmp: dict) -> float:
         cos = float(a @ b / denom) if denom > 0 else 0.0
         P = 0.5 * (1 + cos)
         E = float(np.exp(-abs(np.log(max(L_p, 1e-12) / L_t))))
-        M = float(np.exp(-cmp["mean_centre_error"] / (2 * max(L_t / (n - 1), 1.0))))
+        M = float(np.exp(-cmp["mean_centre_error"] * u / (2 * max(L_t / (n - 1), 1.0))))
         T = 0.4 * P + 0.3 * E + 0.3 * M
     else:
         T = float(np.exp(-L_p / 3))

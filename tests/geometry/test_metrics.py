@@ -51,7 +51,9 @@ def test_s_traj_matches_the_formula_by_hand_for_a_translation_only_target():
     np.testing.assert_allclose(c_p[:, 2], s * z_p, atol=1e-12)
     P = 0.5 * (1 + (z_p @ z_t) / np.linalg.norm(z_p) / np.linalg.norm(z_t))  # cosine of the sequences
     E = np.exp(-abs(np.log(s * 0.6 / 0.6)))
-    M_ = np.exp(-np.abs(s * z_p - z_t).mean() / (2 * max(0.6 / 4, 1)))
+    # Lengths enter World-R1's constants in its units (scene plane at depth 1000, ours at 1).
+    u = M.WORLD_R1_UNITS
+    M_ = np.exp(-u * np.abs(s * z_p - z_t).mean() / (2 * max(u * 0.6 / 4, 1)))
     T = 0.4 * P + 0.3 * E + 0.3 * M_
     R = 1.0  # the target does not rotate and neither does the prediction: exp(-0/5)
     assert M.s_traj(cmp) == pytest.approx(0.8 * T + 0.2 * R, abs=1e-12)
