@@ -122,6 +122,14 @@ class TrainingService:
         atomic_write_json(self._slot_file, {"lora": str(path), "run": name, "set_at": time.time()})
         return str(path)
 
+    def use_lora(self, path: str) -> str:
+        """Put any diffusers LoRA file (or a directory holding one) in the tuned slot."""
+        from studio.pipelines import resolve_lora
+
+        resolved = resolve_lora(path)
+        atomic_write_json(self._slot_file, {"lora": str(resolved), "run": None, "set_at": time.time()})
+        return str(resolved)
+
     def reset_tuned(self) -> str | None:
         self._slot_file.unlink(missing_ok=True)
         return self.tuned_lora()

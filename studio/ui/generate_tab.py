@@ -91,7 +91,7 @@ def build_generate_tab(services: Services) -> None:
                 model = gr.Textbox(label="Model", value="tinyworld",
                                    info="tinyworld, a Wan preset (Wan2.1-T2V-1.3B), a hub id or a local dir")
                 lora = gr.Textbox(label="Tuned LoRA", value=services.training.tuned_lora() or "",
-                                  info="the tuned slot; empty = baseline only")
+                                  info="the tuned slot; empty = baseline only", elem_id="gen-lora")
     go = gr.Button("Generate & compare", variant="primary", elem_id="gen-go")
     with gr.Row():
         base_video = gr.Video(label="Baseline", autoplay=True, loop=True, elem_id="gen-baseline", interactive=False)
