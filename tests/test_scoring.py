@@ -1,0 +1,163 @@
+"""CLIP scorer: tiny open_clip models built in code, offline failures, the shipped TinyWorld CLIP."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from studio.scoring import DEFAULT_CLIP_DIR, TINYWORLD_WEIGHTS, _cached_tag_weights, load_scorer
+from training.pretrain_clip import multi_positive_clip_loss, positives_matrix, visible_objects
+
+TINY_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "patch_size": 8, "head_width": 16},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    """A randomly initialised tiny open_clip model registered as 'tiny-test-clip', saved to disk."""
+    import open_clip
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("clipcfg")
+    (folder / "tiny-test-clip.json").write_text(json.dumps(TINY_CFG))
+    open_clip.add_model_config(folder)
+    torch.manual_seed(0)
+    model = open_clip.create_model("tiny-test-clip").eval()
+    path = folder / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+    return model, path
+
+
+def frames(n=3, h=32, w=32, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def test_checkpoint_round_trip_and_api(tiny_checkpoint):
+    model, path = tiny_checkpoint
+    scorer = load_scorer("tiny-test-clip", pretrained=str(path))
+    assert scorer.image_size == 32
+    f = frames()
+    with torch.no_grad():
+        ref = torch.nn.functional.normalize(model.encode_image(scorer.preprocess(f)), dim=-1).numpy()
+    np.testing.assert_allclose(scorer.image_features(f), ref, atol=1e-5)
+
+    img = scorer.image_features(f)
+    txt = scorer.text_features(["a red cube", "a blue sphere"])
+    assert img.shape == (3, 16) and txt.shape == (2, 16)
+    np.testing.assert_allclose(np.linalg.norm(img, axis=1), 1, rtol=1e-5)
+    s = scorer.score(f, "a red cube")
+    assert isinstance(s, float) and -1 <= s <= 1
+    assert s == pytest.approx(float((img @ txt[0]).mean()), abs=1e-5)
+    p = scorer.zero_shot(f, ["a red cube", "a blue sphere", "a cone"])
+    assert p.shape == (3, 3)
+    np.testing.assert_allclose(p.sum(1), 1, rtol=1e-5)
+
+
+def test_images_of_any_size_and_single_images(tiny_checkpoint):
+    _, path = tiny_checkpoint
+    scorer = load_scorer("tiny-test-clip", pretrained=str(path))
+    one = frames(1, 64, 96)[0]
+    assert scorer.image_features(one).shape == (1, 16)
+    mixed = [frames(1, 64, 64)[0], frames(1, 128, 80, seed=1)[0]]
+    assert scorer.zero_shot(mixed, ["a", "b"]).shape == (2, 2)
+    # A frame already at the model size is not resampled: the same as its own features.
+    f = frames(2)
+    np.testing.assert_allclose(scorer.image_features(list(f)), scorer.image_features(f), atol=1e-6)
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 32, 32, 3), np.float32), "uint8"),
+    (np.zeros((2, 32, 32), np.uint8), "shape"),
+    (np.zeros((0, 32, 32, 3), np.uint8), "non-empty"),
+    ([], "no images"),
+    ("frames.png", "numpy array"),
+])
+def test_bad_images_raise_value_error(tiny_checkpoint, bad, match):
+    scorer = load_scorer("tiny-test-clip", pretrained=str(tiny_checkpoint[1]))
+    with pytest.raises(ValueError, match=match):
+        scorer.score(bad, "a red cube")
+
+
+def test_bad_text_raises_value_error(tiny_checkpoint):
+    scorer = load_scorer("tiny-test-clip", pretrained=str(tiny_checkpoint[1]))
+    with pytest.raises(ValueError):
+        scorer.zero_shot(frames(), [])
+    with pytest.raises(ValueError):
+        scorer.score(frames(), ["not", "a", "string"])
+
+
+def test_bad_names_and_missing_checkpoints():
+    with pytest.raises(ValueError, match="unknown open_clip model"):
+        load_scorer("no-such-architecture")
+    with pytest.raises(ValueError, match="needs pretrained weights"):
+        load_scorer("ViT-B-32")
+    with pytest.raises(FileNotFoundError, match="neither an existing file nor a known tag"):
+        load_scorer("ViT-B-32", pretrained="/nonexistent/weights.safetensors")
+    with pytest.raises(FileNotFoundError, match="pretrain_clip"):
+        load_scorer("tinyworld", pretrained="/nonexistent/dir")
+
+
+@pytest.mark.parametrize("name, tag", [("ViT-B-32", "laion2b_s34b_b79k"), ("ViT-B-32", "openai"),
+                                       ("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K", None)])
+def test_missing_pretrained_weights_fail_fast_offline(monkeypatch, name, tag):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    if tag and _cached_tag_weights(name, tag)[0] is not None:
+        pytest.skip("these weights are cached on this machine")
+    t0 = time.perf_counter()
+    with pytest.raises(FileNotFoundError, match="download"):
+        load_scorer(name, pretrained=tag)
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_positives_matrix_and_loss():
+    scene = {"objects": [{"color": "red", "shape": "cube"}, {"color": "blue", "shape": "cone"}]}
+    inst = np.zeros((8, 8), np.int8)
+    inst[:4, :4] = 1
+    assert visible_objects(inst, scene, min_pixels=4) == [("red", "cube", 16)]
+    objects = [[("red", "cube", 16)], [("red", "sphere", 9)], [("blue", "cone", 9)]]
+    specs = [("red", None), (None, "sphere"), (None, None)]
+    pos = positives_matrix(objects, specs, np.array([0, 1, 2]), ["a red object", "a sphere", "full caption"])
+    np.testing.assert_array_equal(pos, [[1, 0, 0], [1, 1, 0], [0, 0, 1]])
+    good = torch.tensor(pos) * 10.0
+    assert multi_positive_clip_loss(good, torch.tensor(pos)) < multi_positive_clip_loss(-good, torch.tensor(pos))
+
+
+def _single_object_frames(split: str, n: int):
+    from training.pretrain_depth import _render_job, split_rows
+
+    rows = [r for r in split_rows(split) if len(r["scene"]["objects"]) == 1][:n]
+    return [_render_job((r["prompt"], r["scene"], 64, 4)) for r in rows]
+
+
+def test_shipped_tinyworld_clip_meets_loose_target():
+    """assets/clip on held-out single-object frames. Targets: colour 85 %, shape 70 % (the shipped
+    model reaches 100 % / 58 % on the whole test split: shape on the held-out colour-shape pairs
+    is short of it). Loose floors here so a regression fails; chance is 10 % / 20 %."""
+    from training.eval_clip import zero_shot_attributes
+
+    assert (DEFAULT_CLIP_DIR / TINYWORLD_WEIGHTS).is_file(), "assets/clip is missing"
+    scorer = load_scorer()
+    assert scorer.image_size == 64
+    results = {}
+    for split in ("test", "dynamic"):  # held-out pairs mostly / seen pairs in unseen scenes
+        clips = _single_object_frames(split, 16)
+        m = zero_shot_attributes(scorer, np.stack([c["frames"] for c in clips]),
+                                 np.stack([c["instance"] for c in clips]), [c["scene"] for c in clips])
+        assert m["images"] >= 40
+        results[split] = m
+    assert results["test"]["color_top1"] >= 0.9 and results["dynamic"]["color_top1"] >= 0.9, results
+    assert results["test"]["shape_top1"] >= 0.35, results["test"]
+    assert results["dynamic"]["shape_top1"] >= 0.7, results["dynamic"]
+    # A clip's own description scores higher than one naming another colour.
+    clip = _single_object_frames("test", 1)[0]
+    obj = clip["scene"]["objects"][0]
+    other = "green" if obj["color"] != "green" else "red"
+    assert scorer.score(clip["frames"], f"a {obj['color']} {obj['shape']}") > \
+        scorer.score(clip["frames"], f"a {other} {obj['shape']}")
