@@ -25,7 +25,7 @@ RewardFn = Callable[..., list]
 PSNR_FLOOR_DB = 10.0
 PSNR_CEIL_DB = 35.0
 # S_meta's camera moves this many times as far from the first camera as the farthest input camera.
-NOVEL_VIEW_PUSH = 1.5
+NOVEL_VIEW_PUSH = 1.0  # the most displaced input camera; >1 renders beyond it (mostly holes at 64 px)
 
 
 def as_frames(clip: Any) -> np.ndarray:
@@ -142,13 +142,13 @@ def s_recon(prompts, clips, **context) -> list[float]:
     return out
 
 
-def novel_view(analysis, push: float = NOVEL_VIEW_PUSH) -> tuple[np.ndarray, float] | None:
+def novel_view(analysis, push: float = NOVEL_VIEW_PUSH) -> tuple[np.ndarray, float, int] | None:
     """Render the fused reconstruction from a camera beyond the most displaced input camera.
 
     The camera takes the rotation of the input camera farthest from the first one and moves
     `push` times as far from the first camera (pure rotations: that camera as is). Returns the
-    uint8 image (H, W, 3) and the share of its pixels the point cloud covers, or None without
-    a reconstruction.
+    uint8 image (H, W, 3), the share of its pixels the point cloud covers and the index of that
+    input camera, or None without a reconstruction.
     """
     points = getattr(analysis, "points", None)
     if points is None or len(points) == 0:
@@ -165,7 +165,7 @@ def novel_view(analysis, push: float = NOVEL_VIEW_PUSH) -> tuple[np.ndarray, flo
     height, width = analysis.depth.shape[1:]
     images, covered = render_reconstruction(points, analysis.colors, analysis.K, cam[None], height, width)
     image = (np.clip(images[0], 0, 1) * 255).round().astype(np.uint8)
-    return image, float(np.mean(covered[0]))
+    return image, float(np.mean(covered[0])), far
 
 
 def s_meta(prompts, clips, **context) -> list[float]:
@@ -189,9 +189,15 @@ def s_meta(prompts, clips, **context) -> list[float]:
         if view is None:
             out.append(0.0)
             continue
-        image, coverage = view
-        similarity = float(get_scorer(scorer_name).score(image[None], p))
-        out.append(_unit(coverage * similarity))
+        image, coverage, far = view
+        scorer = get_scorer(scorer_name)
+        # The view is judged against the clip's own frame at that camera, so the score is a ratio in
+        # [0, 1] whatever the scorer's similarity scale: 1 = the reconstruction looks as much like the
+        # prompt as the video does there.
+        frames = as_frames(clips[len(out)])
+        reference = float(scorer.score(frames[far][None], p)) if far < len(frames) else 0.0
+        similarity = float(scorer.score(image[None], p))
+        out.append(_unit(coverage * (min(similarity / reference, 1.0) if reference > 1e-6 else 0.0)))
     return out
 
 

@@ -145,7 +145,8 @@ def _plane_analysis(shift: float):
 def test_novel_view_renders_beyond_the_farthest_camera(monkeypatch):
     from training.rewards import novel_view
 
-    image, coverage = novel_view(_plane_analysis(0.5))
+    image, coverage, far = novel_view(_plane_analysis(0.5), push=1.5)
+    assert far == 1
     assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and coverage > 0.9
     # the novel camera sits at x = 1.5 × 0.5 = 0.75: the plane's red/black boundary (x = 0) appears at
     # column 16 + 32·(0 − 0.75)/2 = 4 instead of 16
@@ -158,7 +159,8 @@ def test_novel_view_renders_beyond_the_farthest_camera(monkeypatch):
 
     monkeypatch.setattr("training.rewards._scorers", {"fake": FakeScorer()})
     value = s_meta(["p"], [clip()], analyses=[_plane_analysis(0.5)], scorer="fake")[0]
-    assert value == pytest.approx(coverage * 0.8)
+    _, coverage_at_far, _ = novel_view(_plane_analysis(0.5))
+    assert value == pytest.approx(coverage_at_far)  # the view scores like the frame: ratio 1
 
 
 def _geometry_available():
