@@ -136,10 +136,13 @@ def _single_object_frames(split: str, n: int):
     return [_render_job((r["prompt"], r["scene"], 64, 4)) for r in rows]
 
 
-def test_shipped_tinyworld_clip_meets_loose_target():
+def test_shipped_tinyworld_clip_meets_target():
     """assets/clip on held-out single-object frames. Targets: colour 85 %, shape 70 % (the shipped
-    model reaches 100 % / 58 % on the whole test split: shape on the held-out colour-shape pairs
-    is short of it). Loose floors here so a regression fails; chance is 10 % / 20 %."""
+    model reaches 99.7 % / 77.0 % on the whole test split, 73.3 % shape on the held-out colour-shape
+    pairs, 87.7 % on the dynamic split; training/eval_clip.py). These 16 clips per split are harder
+    than the split as a whole (shipped: test shape 63.7 %, 55.4 % on held-out pairs, dynamic
+    91.2 %); the floors sit between that and the previous model (48.7 % / 38.5 % / 90.0 %), so a
+    return of the colour shortcut fails. Chance is 10 % / 20 %."""
     from training.eval_clip import zero_shot_attributes
 
     assert (DEFAULT_CLIP_DIR / TINYWORLD_WEIGHTS).is_file(), "assets/clip is missing"
@@ -153,11 +156,24 @@ def test_shipped_tinyworld_clip_meets_loose_target():
         assert m["images"] >= 40
         results[split] = m
     assert results["test"]["color_top1"] >= 0.9 and results["dynamic"]["color_top1"] >= 0.9, results
-    assert results["test"]["shape_top1"] >= 0.35, results["test"]
-    assert results["dynamic"]["shape_top1"] >= 0.7, results["dynamic"]
-    # A clip's own description scores higher than one naming another colour.
-    clip = _single_object_frames("test", 1)[0]
-    obj = clip["scene"]["objects"][0]
-    other = "green" if obj["color"] != "green" else "red"
-    assert scorer.score(clip["frames"], f"a {obj['color']} {obj['shape']}") > \
-        scorer.score(clip["frames"], f"a {other} {obj['shape']}")
+    assert results["test"]["shape_top1"] >= 0.58, results["test"]
+    assert results["test"]["by_pair"]["held_out_pairs"]["shape_top1"] >= 0.48, results["test"]["by_pair"]
+    assert results["dynamic"]["shape_top1"] >= 0.85, results["dynamic"]
+
+
+def test_shipped_tinyworld_clip_score_prefers_the_right_words():
+    """score() (clip_score, R_gen) of a clip with its own description against the same description
+    with the colour or the shape swapped (shipped: mean margin 0.36 / 0.17, shape margin > 0 on
+    15 of 16 held-out clips)."""
+    scorer = load_scorer()
+    color_margin, shape_margin = [], []
+    for clip in _single_object_frames("test", 16):
+        obj = clip["scene"]["objects"][0]
+        other_color = "green" if obj["color"] != "green" else "red"
+        other_shape = "cube" if obj["shape"] != "cube" else "sphere"
+        own = scorer.score(clip["frames"], f"a {obj['color']} {obj['shape']}")
+        color_margin.append(own - scorer.score(clip["frames"], f"a {other_color} {obj['shape']}"))
+        shape_margin.append(own - scorer.score(clip["frames"], f"a {obj['color']} {other_shape}"))
+    color_margin, shape_margin = np.array(color_margin), np.array(shape_margin)
+    assert (color_margin > 0.05).all() and color_margin.mean() > 0.25, color_margin
+    assert shape_margin.mean() > 0.1 and (shape_margin > 0).mean() >= 0.8, shape_margin

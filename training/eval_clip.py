@@ -74,13 +74,28 @@ def zero_shot_attributes(scorer, frames: np.ndarray, instance: np.ndarray, scene
     }
 
 
-def prompt_retrieval(scorer, frames: np.ndarray, prompts: list[str]) -> float:
-    """Top-1 accuracy of picking each clip's own prompt among all prompts by mean frame score."""
+def prompt_score_matrix(scorer, frames: np.ndarray, prompts: list[str]) -> np.ndarray:
+    """S[i, j] = score(clip i, prompt j): mean frame cosine, as ``Scorer.score`` computes it."""
     n, t = frames.shape[:2]
     img = scorer.image_features(frames.reshape(n * t, *frames.shape[2:])).reshape(n, t, -1)
     txt = scorer.text_features(prompts)
-    scores = np.einsum("ntd,pd->np", img, txt) / t
-    return float((scores.argmax(1) == np.arange(n)).mean())
+    return np.einsum("ntd,pd->np", img, txt) / t
+
+
+def prompt_retrieval(scorer, frames: np.ndarray, prompts: list[str]) -> float:
+    """Top-1 accuracy of picking each clip's own prompt among all prompts by mean frame score."""
+    scores = prompt_score_matrix(scorer, frames, prompts)
+    return float((scores.argmax(1) == np.arange(len(scores))).mean())
+
+
+def score_separation(scores: np.ndarray) -> dict:
+    """How clearly ``score`` prefers a clip's own prompt (the diagonal) to the other clips' prompts."""
+    n = len(scores)
+    own = np.diag(scores)
+    other = scores[~np.eye(n, dtype=bool)].reshape(n, n - 1)
+    return {"own_mean": float(own.mean()), "other_mean": float(other.mean()),
+            "margin_mean": float((own - other.mean(1)).mean()),
+            "own_above_other_frac": float((own[:, None] > other).mean())}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -107,8 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
     dynamic = zero_shot_attributes(scorer, dyn["frames"], dyn["instance"], dyn["scenes"], single_object_only=True)
     dominant = zero_shot_attributes(scorer, test["frames"], test["instance"], test["scenes"], single_object_only=False)
     n_ret = min(100, len(test["prompts"]))
-    retrieval = prompt_retrieval(scorer, test["frames"][:n_ret], test["prompts"][:n_ret])
-    results = {"single_object": single, "dominant_object": dominant, "dynamic_single_object": dynamic, f"prompt_retrieval_top1_of_{n_ret}": retrieval}
+    scores = prompt_score_matrix(scorer, test["frames"][:n_ret], test["prompts"][:n_ret])
+    retrieval = float((scores.argmax(1) == np.arange(n_ret)).mean())
+    separation = score_separation(scores)
+    results = {"single_object": single, "dominant_object": dominant, "dynamic_single_object": dynamic,
+               f"prompt_retrieval_top1_of_{n_ret}": retrieval, "score_separation": separation}
     print(f"held-out single-object frames ({single['images']} from the test split, {args.size}px): "
           f"colour top-1 {single['color_top1']:.1%}, shape top-1 {single['shape_top1']:.1%}")
     for name, m in single["by_pair"].items():
@@ -118,6 +136,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"largest visible object, all test frames ({dominant['images']}): colour top-1 "
           f"{dominant['color_top1']:.1%}, shape top-1 {dominant['shape_top1']:.1%}")
     print(f"prompt retrieval among {n_ret} test prompts: top-1 {retrieval:.1%}")
+    print(f"score(clip, own prompt) {separation['own_mean']:.3f} vs other prompts {separation['other_mean']:.3f} "
+          f"(margin {separation['margin_mean']:.3f}; own above other in {separation['own_above_other_frac']:.1%} "
+          "of pairs)")
     print(json.dumps(results, indent=2))
     return results
 

@@ -13,9 +13,11 @@ Loss: CLIP's symmetric cross-entropy with multi-positive targets (a text is a po
 image in the batch it describes: another image showing a red object matches "a red object"),
 plus a label-text term: each image against the texts of all 10 colours and all 5 shapes.
 The train split never shows the corpus' held-out colour-shape pairs, so with colour always
-present the image tower learns shape through colour ("red is never a cone"); a share of frames
-get their objects repainted in random unnamed colours (``recolor_objects``) and are paired with
-shape captions only, which breaks that shortcut.
+present the image tower learns shape through colour ("red is never a cone"). Most frames
+(``p_recolor``) get their objects repainted in a random unnamed colour or grey level
+(``recolor_objects``) and are paired with shape captions only; with ``shape_from_recolored_only``
+the palette-coloured frames carry colour (and colour-and-shape) texts but no shape-only text and
+no shape label term, so the shape texts never learn to read the palette colours.
 
     python -m training.pretrain_clip --out assets/clip
     python -m training.pretrain_clip --steps 10 --clips 64 --clips-128 0 --out runs/clip/smoke
@@ -54,10 +56,12 @@ class ClipTrainConfig:
     clips: int = 4800  # corpus train rows at 64 px (shared render cache with pretrain_depth)
     clips_128: int = 600  # train rows rendered at 128 px, resized to 64 px (0 to skip)
     val_clips: int = 16  # last rows of the train split, for validation only
-    steps: int = 1500  # optimizer steps
+    steps: int = 2000  # optimizer steps
     batch: int = 128  # image-text pairs per step
     p_attribute: float = 0.65  # probability that a sample's text is a short attribute caption
-    p_recolor: float = 0.4  # probability that a frame's objects are repainted (recolor_objects)
+    p_recolor: float = 0.7  # probability that a frame's objects are repainted (recolor_objects)
+    p_grey: float = 0.2  # share of repainted frames painted in grey levels instead of a random hue
+    shape_from_recolored_only: bool = True  # shape texts and the shape label loss only on repainted frames
     label_weight: float = 1.0  # weight of the colour/shape label-text loss (label_text_loss)
     init: str = ""  # checkpoint to start from (a second stage); "" = random init
     lr: float = 1e-3  # peak AdamW learning rate (cosine decay, linear warm-up)
@@ -88,11 +92,14 @@ def visible_objects(instance: np.ndarray, scene: dict,
     return sorted(out, key=lambda t: -t[2])
 
 
-def attribute_caption(objects: list[tuple[str, str, int]],
-                      rng: np.random.Generator) -> tuple[str, str | None, str | None]:
-    """A short caption about one shown object: (text, colour or None, shape or None)."""
+def attribute_caption(objects: list[tuple[str, str, int]], rng: np.random.Generator,
+                      with_shape_only: bool = True) -> tuple[str, str | None, str | None]:
+    """A short caption about one shown object: (text, colour or None, shape or None).
+
+    with_shape_only=False leaves out the shape-only texts (colour-only or colour-and-shape only).
+    """
     color, shape, _ = objects[int(rng.integers(len(objects)))]
-    kind = rng.integers(3)
+    kind = rng.integers(3) if with_shape_only else (0, 2)[int(rng.integers(2))]
     if kind == 0:
         return COLOR_TEMPLATES[int(rng.integers(len(COLOR_TEMPLATES)))].format(c=color), color, None
     if kind == 1:
@@ -171,12 +178,14 @@ UNKNOWN_COLOR = "?"  # a recoloured object: matches no colour text
 
 
 def recolor_objects(frame: np.ndarray, instance: np.ndarray, objects: list[tuple[str, str, int]], scene: dict,
-                    rng: np.random.Generator) -> tuple[np.ndarray, list[tuple[str, str, int]]]:
-    """Paint every object in a random (unnamed) colour, keeping its shading.
+                    rng: np.random.Generator, grey: bool = False) -> tuple[np.ndarray, list[tuple[str, str, int]]]:
+    """Paint every object in a random (unnamed) colour, or a random grey level, keeping its shading.
 
     The train split never shows the held-out colour-shape pairs, so without this the image tower
-    learns shape through colour ("red is never a cone"); recolouring breaks that shortcut. The
-    new colours get no name: such a frame is paired only with a shape caption.
+    learns shape through colour ("red is never a cone"); recolouring breaks that shortcut. Hue,
+    saturation and value cover the whole range (near-white, near-black and dull colours too), so
+    every shape is seen in every colour region, the held-out pairs' ones included. The new colours
+    get no name: such a frame is paired only with a shape caption.
     """
     from studio.tinyworld import COLORS
 
@@ -188,7 +197,8 @@ def recolor_objects(frame: np.ndarray, instance: np.ndarray, objects: list[tuple
             continue
         base_lum = max(float(np.dot(COLORS[obj["color"]], lum_w)), 0.05)
         shade = np.clip(out[mask] @ lum_w / base_lum, 0.0, 1.5)
-        hue, sat, val = rng.random(), rng.uniform(0.3, 1.0), rng.uniform(0.35, 1.0)
+        hue, val = rng.random(), rng.uniform(0.15, 1.0)
+        sat = 0.0 if grey else rng.uniform(0.0, 1.0) ** 0.5  # sqrt: mostly saturated, some pale
         rgb = val * (1 - sat * np.clip(np.abs((hue * 6 + np.array([0, 4, 2])) % 6 - 3) - 1, 0, 1))
         out[mask] = np.clip(shade[:, None] * rgb[None].astype(np.float32), 0, 1)
     recolored = [(UNKNOWN_COLOR, shape, n) for _, shape, n in objects]
@@ -196,6 +206,7 @@ def recolor_objects(frame: np.ndarray, instance: np.ndarray, objects: list[tuple
 
 
 def sample_batch(data: dict, cfg: ClipTrainConfig, rng: np.random.Generator):
+    """A batch of frames with texts; returns (frames, texts, positives, objects, recolored mask)."""
     from studio.tinyworld.corpus import make_caption
 
     idx = rng.choice(len(data["frames"]), cfg.batch, replace=False)
@@ -204,24 +215,26 @@ def sample_batch(data: dict, cfg: ClipTrainConfig, rng: np.random.Generator):
     frames = np.where(flip[:, None, None, None], frames[:, :, ::-1], frames)
     objects = [data["objects"][i] for i in idx]
     clip_ids = data["clip_ids"][idx]
+    recolored = rng.random(cfg.batch) < cfg.p_recolor
     texts, specs = [], []
     for k, i in enumerate(idx):
-        if rng.random() < cfg.p_recolor:
+        if recolored[k]:
             inst = data["instance"][i][:, ::-1] if flip[k] else data["instance"][i]
-            frames[k], objects[k] = recolor_objects(frames[k], inst, objects[k], data["scenes"][i], rng)
+            frames[k], objects[k] = recolor_objects(frames[k], inst, objects[k], data["scenes"][i], rng,
+                                                    grey=rng.random() < cfg.p_grey)
             shape = objects[k][int(rng.integers(len(objects[k])))][1]
             text = SHAPE_TEMPLATES[int(rng.integers(len(SHAPE_TEMPLATES)))].format(s=shape)
             texts.append(text)
             specs.append((None, shape))
             continue
         if rng.random() < cfg.p_attribute:
-            text, color, shape = attribute_caption(objects[k], rng)
+            text, color, shape = attribute_caption(objects[k], rng, with_shape_only=not cfg.shape_from_recolored_only)
         else:
             text, color, shape = make_caption(data["scenes"][i], rng), None, None
         texts.append(text)
         specs.append((color, shape))
     pos = positives_matrix(objects, specs, clip_ids, texts)
-    return frames, texts, pos, objects
+    return frames, texts, pos, objects, recolored
 
 
 def label_text_targets(objects: list[list[tuple[str, str, int]]], names: list[str], field: int) -> np.ndarray:
@@ -234,10 +247,15 @@ def label_text_targets(objects: list[list[tuple[str, str, int]]], names: list[st
     return t / np.maximum(t.sum(1, keepdims=True), 1.0)
 
 
-def label_text_loss(model, tokenizer, img_f, logit_scale, objects, rng: np.random.Generator):
+def label_text_loss(model, tokenizer, img_f, logit_scale, objects, rng: np.random.Generator, shape_mask=None):
     """Cross-entropy of each image against the texts of all colours and all shapes (one random
     template each step), the UniCL-style use of class names as texts: it trains exactly the
-    zero-shot read-out and, through the shape texts, pushes shape into the image features."""
+    zero-shot read-out and, through the shape texts, pushes shape into the image features.
+
+    shape_mask (B,) bool: the images that take part in the shape term (None: all). Restricting it
+    to repainted frames keeps the shape texts from aligning with the palette colours, which in the
+    train split predict shape ("red is never a cone") but not in the held-out pairs.
+    """
     import torch
 
     from studio.tinyworld import COLORS, SHAPES
@@ -249,7 +267,10 @@ def label_text_loss(model, tokenizer, img_f, logit_scale, objects, rng: np.rando
         logits = logit_scale * img_f @ txt_f.T
         target = torch.from_numpy(label_text_targets(objects, names, field))
         has_label = target.sum(1) > 0
-        loss = loss + (-(target * torch.log_softmax(logits, 1)).sum(1)[has_label].mean())
+        if field == 1 and shape_mask is not None:
+            has_label &= torch.from_numpy(np.asarray(shape_mask, dtype=bool))
+        if has_label.any():  # e.g. a batch without a repainted frame has no shape term
+            loss = loss + (-(target * torch.log_softmax(logits, 1)).sum(1)[has_label].mean())
     return loss / 2
 
 
@@ -344,7 +365,7 @@ def train(cfg: ClipTrainConfig) -> dict:
         if (time.process_time() - cpu_train) / 60 > cfg.max_cpu_minutes:
             stopped_early = True
             break
-        frames, texts, pos, objects = sample_batch(data, cfg, rng)
+        frames, texts, pos, objects, recolored = sample_batch(data, cfg, rng)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         model.train()
@@ -354,7 +375,8 @@ def train(cfg: ClipTrainConfig) -> dict:
         logits = logit_scale * img_f @ txt_f.T
         loss = multi_positive_clip_loss(logits, torch.from_numpy(pos))
         if cfg.label_weight > 0:
-            loss = loss + cfg.label_weight * label_text_loss(model, tokenizer, img_f, logit_scale, objects, rng)
+            loss = loss + cfg.label_weight * label_text_loss(model, tokenizer, img_f, logit_scale, objects, rng,
+                                                             recolored if cfg.shape_from_recolored_only else None)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -399,7 +421,8 @@ def train(cfg: ClipTrainConfig) -> dict:
 def parse_args(argv: list[str] | None = None) -> ClipTrainConfig:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     for name, value in asdict(ClipTrainConfig()).items():
-        p.add_argument("--" + name.replace("_", "-"), type=type(value), default=value)
+        kind = (lambda v: v.lower() in ("1", "true", "yes")) if isinstance(value, bool) else type(value)
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=value)
     return ClipTrainConfig(**vars(p.parse_args(argv)))
 
 
