@@ -1,0 +1,344 @@
+"""studio.pipelines: the Wan path on a tiny random Wan checkpoint built here, LoRA on/off, input
+checks, and the shipped TinyWorld generator (skipped until assets/generator/ exists)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from studio import pipelines
+from studio.pipelines import Clip, WorldPipeline, build_word_tokenizer, load_pipeline
+
+PROMPT = "Camera move left. A red cube on a checkered floor."
+STILL = "A red cube on a checkered floor."
+SMALL = dict(num_frames=9, height=32, width=32, steps=3)
+
+
+def _tiny_components(seed: int = 0):
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(seed)
+    words = "a red cube sphere on checkered floor camera move left right push in then orbit".split()
+    tokenizer = build_word_tokenizer(words, 16)
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
+        relative_attention_num_buckets=8, dropout_rate=0.0, feed_forward_proj="gated-gelu",
+        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
+    )).eval()
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
+        text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, rope_max_seq_len=32,
+    ).eval()
+    vae = AutoencoderKLWan(
+        base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+        latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
+    ).eval()
+    # What Wan checkpoints ship: UniPC with flow sigmas and a flow shift.
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+
+
+@pytest.fixture(scope="module")
+def wan_dir(tmp_path_factory) -> Path:
+    """A tiny checkpoint saved by diffusers' own WanPipeline, i.e. laid out like a hub Wan repo."""
+    from diffusers import WanPipeline
+
+    out = tmp_path_factory.mktemp("tiny-wan")
+    WanPipeline(**_tiny_components()).save_pretrained(out, safe_serialization=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def lora_dir(tmp_path_factory, wan_dir) -> Path:
+    """A LoRA on the tiny transformer, with non-zero B so it changes the output."""
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    pipe = WorldPipeline.from_pretrained(wan_dir)
+    transformer = pipe.transformer
+    transformer.add_adapter(LoraConfig(r=4, lora_alpha=8, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in transformer.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    out = tmp_path_factory.mktemp("tiny-lora")
+    WorldPipeline.save_lora_weights(out, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    return out
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cache():
+    pipelines.clear_cache()
+    yield
+    pipelines.clear_cache()
+
+
+# ------------------------------------------------------------------------------------ Wan path
+def test_wan_checkpoint_generates_a_clip(wan_dir):
+    pipe = load_pipeline(str(wan_dir))
+    clip = pipe.generate(PROMPT, seed=3, **SMALL)
+    assert isinstance(clip, Clip)
+    assert clip.frames.shape == (9, 32, 32, 3) and clip.frames.dtype == np.uint8
+    assert clip.seed == 3 and clip.moves == ["move_left"]
+    assert clip.trajectory.shape == (9, 4, 4)
+    assert clip.trajectory[-1, 0, 3] < 0  # moves left: -x
+    assert {"encode_s", "init_s", "denoise_s", "decode_s", "total_s"} <= set(clip.timings)
+
+
+def test_same_seed_same_clip_and_different_seed_differs(wan_dir):
+    pipe = load_pipeline(str(wan_dir))
+    a = pipe.generate(PROMPT, seed=1, **SMALL).frames
+    b = pipe.generate(PROMPT, seed=1, **SMALL).frames
+    c = pipe.generate(PROMPT, seed=2, **SMALL).frames
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_pipeline_is_cached(wan_dir):
+    assert load_pipeline(str(wan_dir)) is load_pipeline(str(wan_dir))
+    assert load_pipeline(str(wan_dir), cache=False) is not load_pipeline(str(wan_dir))
+
+
+def test_wan_layout_round_trips_through_the_world_pipeline(wan_dir, tmp_path):
+    pipe = load_pipeline(str(wan_dir))
+    assert pipe.flow_shift == 3.0  # read from the checkpoint's UniPC scheduler
+    pipe.save_pretrained(tmp_path / "copy")
+    again = WorldPipeline.from_pretrained(tmp_path / "copy")
+    for k, v in pipe.transformer.state_dict().items():
+        assert torch.equal(v, again.transformer.state_dict()[k])
+
+
+def test_camera_init_changes_camera_prompts_only(wan_dir):
+    pipe = load_pipeline(str(wan_dir))
+    on = pipe.generate(PROMPT, seed=0, camera_init=True, **SMALL).frames
+    off = pipe.generate(PROMPT, seed=0, camera_init=False, **SMALL).frames
+    assert not np.array_equal(on, off)
+    still_on = pipe.generate(STILL, seed=0, camera_init=True, **SMALL).frames
+    still_off = pipe.generate(STILL, seed=0, camera_init=False, **SMALL).frames
+    assert np.array_equal(still_on, still_off)
+
+
+def test_trainer_contract(wan_dir):
+    pipe = load_pipeline(str(wan_dir))
+    prompts, seeds = [PROMPT, STILL], [5, 6]
+    cond, uncond = pipe.encode_prompt(prompts, 5.0)
+    assert cond.shape[0] == 2 and uncond.shape == cond.shape
+    assert pipe.encode_prompt(prompts, 1.0)[1] is None
+    lat = pipe.prepare_latents(prompts, seeds, 9, 32, 32, camera_init=True)
+    assert lat.shape == (2, 4, 3, 4, 4)
+    # Sample i's start depends on its seed only, and camera init does not change the start.
+    alone = pipe.prepare_latents([STILL], [6], 9, 32, 32, camera_init=False)
+    assert torch.equal(lat[1:], alone)
+    delta = pipe.camera_delta(lat, prompts, seeds, 9)
+    assert delta.shape == lat.shape
+    assert delta[0].abs().max() > 0 and torch.count_nonzero(delta[1]) == 0
+    assert torch.equal(pipe.inject(lat, delta, 20), lat)
+    sig = pipe.sigmas(10)
+    assert sig.shape == (11,) and sig[0] == 1 and sig[-1] == 0 and bool((sig[1:] < sig[:-1]).all())
+    with torch.no_grad():
+        v5 = pipe.predict_velocity(lat, sig[2], cond, uncond, 5.0)
+        v_c = pipe.predict_velocity(lat, sig[2], cond, None, 1.0)
+        v_u = pipe.predict_velocity(lat, sig[2], uncond, None, 1.0)
+    torch.testing.assert_close(v5, v_u + 5.0 * (v_c - v_u), atol=1e-4, rtol=1e-4)
+    frames = pipe.decode_latents(lat)
+    assert frames.shape == (2, 9, 32, 32, 3) and frames.dtype == np.uint8
+
+
+def test_mp4_export(wan_dir, tmp_path):
+    import imageio.v3 as iio
+
+    clip = load_pipeline(str(wan_dir)).generate(PROMPT, seed=0, num_frames=9, height=32, width=32, steps=2)
+    path = clip.to_mp4(tmp_path / "clip.mp4")
+    assert path.stat().st_size > 0
+    frames = iio.imread(path, plugin="pyav")
+    assert frames.shape[0] == 9 and frames.shape[-1] == 3
+
+
+# ------------------------------------------------------------------------------------ LoRA
+def test_lora_variant_shares_base_weights_and_switches_adapter(wan_dir, lora_dir):
+    base = load_pipeline(str(wan_dir))
+    before = base.generate(PROMPT, seed=4, **SMALL).frames
+    tuned = load_pipeline(str(wan_dir), lora=str(lora_dir))
+    assert tuned.transformer is base.transformer  # one copy of the base weights
+    assert tuned.adapter is not None and base.adapter is None
+    tuned_frames = tuned.generate(PROMPT, seed=4, **SMALL).frames
+    assert not np.array_equal(tuned_frames, before)
+    # Adapter off again: the baseline is exactly what it was.
+    assert np.array_equal(base.generate(PROMPT, seed=4, **SMALL).frames, before)
+    assert np.array_equal(tuned.generate(PROMPT, seed=4, **SMALL).frames, tuned_frames)
+    # Baseline and tuned start from the same noise.
+    assert torch.equal(base.prepare_latents([PROMPT], [4], 9, 32, 32), tuned.prepare_latents([PROMPT], [4], 9, 32, 32))
+    # Loading the same LoRA again reuses the adapter.
+    assert load_pipeline(str(wan_dir), lora=str(lora_dir)).adapter == tuned.adapter
+
+
+def test_lora_file_path_also_works(wan_dir, lora_dir):
+    tuned = load_pipeline(str(wan_dir), lora=str(lora_dir / "pytorch_lora_weights.safetensors"))
+    assert tuned.adapter is not None
+
+
+def test_corrupt_lora_is_a_value_error(wan_dir, tmp_path):
+    bad = tmp_path / "pytorch_lora_weights.safetensors"
+    bad.write_bytes(b"\x00\x01 this is not safetensors")
+    with pytest.raises(ValueError, match="corrupt"):
+        load_pipeline(str(wan_dir), lora=str(tmp_path))
+
+
+def test_lora_for_another_model_is_a_value_error(wan_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"transformer.blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 999),
+               "transformer.blocks.0.attn1.to_q.lora_B.weight": torch.zeros(999, 4)},
+              str(tmp_path / "pytorch_lora_weights.safetensors"))
+    with pytest.raises(ValueError):
+        load_pipeline(str(wan_dir), lora=str(tmp_path))
+    # The failed load left the base usable.
+    assert load_pipeline(str(wan_dir)).generate(STILL, seed=0, **SMALL).frames.shape == (9, 32, 32, 3)
+
+
+def test_missing_lora_is_file_not_found(wan_dir, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_pipeline(str(wan_dir), lora=str(tmp_path / "nope" / "lora.safetensors"))
+    with pytest.raises(FileNotFoundError):
+        load_pipeline(str(wan_dir), lora=str(tmp_path))  # an empty directory
+
+
+# ------------------------------------------------------------------------------------ inputs
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(prompt=""), "empty"),
+        (dict(prompt="   "), "empty"),
+        (dict(prompt="a red cube " * 400), "shorten"),
+        (dict(prompt="red " * 40), "tokens"),
+        (dict(num_frames=10), "4k\\+1"),
+        (dict(num_frames=0), "num_frames"),
+        (dict(height=40), "multiple of 16"),
+        (dict(width=8), "width"),
+        (dict(steps=0), "steps"),
+        (dict(steps=2.5), "steps"),
+        (dict(guidance=-1.0), "guidance"),
+        (dict(guidance=100.0), "guidance"),
+        (dict(seed=-1), "seed"),
+        (dict(seed="7"), "seed"),
+    ],
+)
+def test_bad_inputs_fail_before_any_work(wan_dir, kwargs, match):
+    pipe = load_pipeline(str(wan_dir))
+    args = dict(prompt=PROMPT, seed=0, **SMALL)
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=match):
+        pipe.generate(**args)
+
+
+def test_unknown_model_is_a_value_error():
+    with pytest.raises(ValueError, match="unknown model"):
+        load_pipeline("definitely not a model")
+    with pytest.raises(ValueError):
+        load_pipeline("")
+
+
+def test_missing_local_dir_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        load_pipeline(str(tmp_path / "missing" / "model"))
+
+
+def test_dir_without_model_index_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="model_index.json"):
+        load_pipeline(str(tmp_path))
+
+
+def test_non_wan_checkpoint_is_a_value_error(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    with pytest.raises(ValueError, match="Wan"):
+        load_pipeline(str(tmp_path))
+
+
+@pytest.mark.parametrize("model", ["Wan2.1-T2V-1.3B", "Wan2.1-T2V-14B", "someone/not-cached-wan-model"])
+def test_offline_uncached_hub_id_fails_with_download_instructions(model, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(FileNotFoundError, match="hf download"):
+        load_pipeline(model)
+
+
+def test_presets_hold_world_r1_settings():
+    for name in ("Wan2.1-T2V-1.3B", "Wan2.1-T2V-14B"):
+        p = pipelines.PRESETS[name]
+        assert (p.height, p.width, p.num_frames, p.steps, p.guidance) == (480, 832, 81, 50, 5.0)
+    assert pipelines.PRESETS["Wan2.1-T2V-14B"].warp_strength == 0.40
+
+
+def test_bad_memory_options_are_value_errors(wan_dir):
+    with pytest.raises(ValueError, match="cpu_offload"):
+        load_pipeline(str(wan_dir), cpu_offload="everything")
+    with pytest.raises(ValueError, match="dtype"):
+        load_pipeline(str(wan_dir), dtype="float8")
+
+
+# ------------------------------------------------------------------------------------ TinyWorld layout
+def test_tinyworld_codec_pipeline_round_trips(tmp_path):
+    """The TinyWorld layout (custom codec as the VAE) saves and loads through the same class."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from studio.codec import TinyWorldCodec
+
+    comps = _tiny_components()
+    codec = TinyWorldCodec(z_dim=4, refiner_channels=8, refiner_blocks=1)
+    video = torch.rand(3, 3, 9, 32, 32) * 2 - 1
+    codec.fit(video)
+    with torch.no_grad():
+        codec.refiner_out.weight.normal_(0, 0.01)  # a non-trivial refiner
+    comps.update(vae=codec.eval(), scheduler=FlowMatchEulerDiscreteScheduler(shift=1.0))
+    pipe = WorldPipeline(**comps, max_sequence_length=16, default_height=32, default_width=32,
+                         default_num_frames=9, default_steps=3, warp_box=3)
+    pipe.save_pretrained(tmp_path / "tw")
+    loaded = load_pipeline(str(tmp_path / "tw"))
+    assert isinstance(loaded.vae, TinyWorldCodec)
+    a = pipe.generate(PROMPT, seed=2)
+    b = loaded.generate(PROMPT, seed=2)
+    assert a.frames.shape == (9, 32, 32, 3)
+    assert np.array_equal(a.frames, b.frames)
+
+
+def test_codec_linear_round_trip_is_exact_on_its_own_span():
+    from studio.codec import TinyWorldCodec
+
+    codec = TinyWorldCodec(z_dim=4, refiner_channels=8, refiner_blocks=1)
+    video = torch.rand(8, 3, 5, 16, 16) * 2 - 1
+    codec.fit(video)
+    z = codec.encode(video)
+    assert z.shape == (8, 4, 2, 2, 2)
+    torch.testing.assert_close(codec.encode(codec.decode_linear(z)), z, atol=1e-3, rtol=1e-3)
+    # The refiner starts as the identity on the linear reconstruction.
+    torch.testing.assert_close(codec.decode(z).sample, codec.decode_linear(z))
+
+
+# ------------------------------------------------------------------------------------ shipped model
+TINYWORLD = Path(__file__).resolve().parents[1] / "assets" / "generator" / "model_index.json"
+needs_tinyworld = pytest.mark.skipif(not TINYWORLD.exists(), reason="assets/generator/ not trained yet")
+
+
+@needs_tinyworld
+def test_tinyworld_generates_deterministic_clips():
+    pipe = load_pipeline("tinyworld")
+    assert pipe is load_pipeline("tinyworld")
+    a = pipe.generate("Camera orbit left. A red cube on a checkered floor.", seed=11)
+    b = pipe.generate("Camera orbit left. A red cube on a checkered floor.", seed=11)
+    assert a.frames.shape == (17, 64, 64, 3) and a.frames.dtype == np.uint8
+    assert np.array_equal(a.frames, b.frames)
+    assert a.moves == ["orbit_left"] and a.fps == pipe.config.fps
+    c = pipe.generate("Camera orbit left. A red cube on a checkered floor.", seed=12)
+    assert not np.array_equal(a.frames, c.frames)
+
+
+@needs_tinyworld
+def test_tinyworld_weights_fit_the_budget():
+    total = sum(f.stat().st_size for f in TINYWORLD.parent.rglob("*") if f.is_file())
+    assert total <= 60e6
+    assert not list(TINYWORLD.parent.rglob("*.bin")) and not list(TINYWORLD.parent.rglob("*.pt"))
