@@ -45,7 +45,7 @@ def test_analyze_an_uploaded_clip(client, tmp_path):
 
     clip = render_clip("Camera orbit left. A green cone on a tiled floor.", seed=2)
     path = write_mp4(clip.frames, tmp_path / "orbit.mp4", min_side=64)
-    depth_video, glb, _plot, metrics = client.predict({"video": handle_file(str(path))},
+    depth_video, glb, _plot, metrics = client.predict(handle_file(str(path)),
                                                       "Camera orbit left. A green cone.", api_name="/analyze")
     assert depth_video and glb.endswith(".glb")
     assert metrics["trajectory_error_deg"] is not None and metrics["depth_consistency_l1"] < 0.2
