@@ -9,7 +9,14 @@ from studio.training_service import CURVES, TrainingService
 
 
 def build_train_tab(service: TrainingService) -> None:
+    from training.config import get_preset
+
     presets = service.presets()
+    defaults = get_preset(presets[0])
+
+    def _d(name):
+        return getattr(defaults, name)
+
     with gr.Row():
         with gr.Column(scale=2):
             with gr.Row():
@@ -18,18 +25,18 @@ def build_train_tab(service: TrainingService) -> None:
                 password = gr.Textbox(label="Admin password", type="password", scale=1,
                                       placeholder="only when the studio is exposed")
             with gr.Row():
-                epochs = gr.Number(label="epochs", value=None, precision=0, minimum=1)
-                max_minutes = gr.Number(label="max_minutes", value=None, minimum=0)
-                group_size = gr.Number(label="group_size (K)", value=None, precision=0, minimum=2)
-                lr = gr.Number(label="lr", value=None, minimum=0)
-                kl_beta = gr.Number(label="kl_beta", value=None, minimum=0)
+                epochs = gr.Number(label="epochs", value=_d("epochs"), precision=0)
+                max_minutes = gr.Number(label="max_minutes", value=_d("max_minutes"))
+                group_size = gr.Number(label="group_size (K)", value=_d("group_size"), precision=0)
+                lr = gr.Number(label="lr", value=_d("lr"))
+                kl_beta = gr.Number(label="kl_beta", value=_d("kl_beta"))
             with gr.Row():
-                w_recon = gr.Number(label="w_recon", value=None)
-                w_meta = gr.Number(label="w_meta", value=None)
-                w_traj = gr.Number(label="w_traj", value=None)
-                w_gen = gr.Number(label="w_gen", value=None)
-                main_steps = gr.Number(label="main_steps (rigid)", value=None, precision=0, minimum=0)
-                dynamic_steps = gr.Number(label="dynamic_steps (fluid)", value=None, precision=0, minimum=0)
+                w_recon = gr.Number(label="w_recon", value=_d("w_recon"))
+                w_meta = gr.Number(label="w_meta", value=_d("w_meta"))
+                w_traj = gr.Number(label="w_traj", value=_d("w_traj"))
+                w_gen = gr.Number(label="w_gen", value=_d("w_gen"))
+                main_steps = gr.Number(label="main_steps (rigid)", value=_d("main_steps"), precision=0)
+                dynamic_steps = gr.Number(label="dynamic_steps (fluid)", value=_d("dynamic_steps"), precision=0)
             extra = gr.Textbox(label="More overrides (key=value, one per line)", lines=2)
             verdict = gr.Textbox(label="Batch calculator", interactive=False)
             with gr.Row():
@@ -111,8 +118,13 @@ def build_train_tab(service: TrainingService) -> None:
         gr.Info(f"Tuned slot now uses {path}")
         return path
 
+    def on_preset(p, ex):
+        cfg = get_preset(p)
+        values = [getattr(cfg, k) for k in knob_names]
+        return [*values, service.verdict(p, dict(zip(knob_names, values)), ex)]
+
     check.click(on_check, [preset, extra, *knobs], verdict, api_name=False)
-    preset.change(on_check, [preset, extra, *knobs], verdict, api_name=False)
+    preset.change(on_preset, [preset, extra], [*knobs, verdict], api_name=False)
     start.click(on_start, [name, preset, extra, password, *knobs], [runs, selected, verdict], api_name=False)
     outs = [runs, selected, reward_plot, policy_plot, log, samples]
     timer.tick(on_refresh, selected, outs, api_name=False, show_progress="hidden")
