@@ -127,7 +127,11 @@ def build_generate_tab(services: Services) -> None:
     dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
     moves.input(with_camera_clause, [prompt, moves], prompt, api_name=False)
     prompt.blur(lambda p: gr.Dropdown(value=parse_camera_motion(p or "")), prompt, moves, api_name=False)
-    gr.Examples([[e] for e in EXAMPLES], inputs=[prompt], label="TinyWorld examples")
+    # Lazily cached: the first click on an example computes it, later clicks (anyone's) are instant.
+    slot = services.training.tuned_lora() or ""
+    gr.Examples([[e, 0, 20, 5.0, 17, 64, True, "tinyworld", slot] for e in EXAMPLES], inputs=inputs,
+                outputs=outputs, fn=on_generate, cache_examples=True, cache_mode="lazy",
+                label="TinyWorld examples (cached after the first run)")
 
 
 MAX_UPLOAD_BYTES = 200 * 1024 * 1024
