@@ -78,6 +78,7 @@ def test_a_full_ab_session_casts_votes_and_the_results_count_them(page, studio, 
     page.get_by_role("button", name="Compute results").click()
     page.wait_for_selector("text=2 votes")
     assert services.study.results(name)["n_votes"] == 2
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 3")  # results charts drawn
 
 
 def test_a_tiny_training_run_starts_from_the_tab_and_its_curve_appears(page, studio):
