@@ -146,10 +146,10 @@ class Evaluator(threading.Thread):
     ANSWERS = ("left", "right", "both_good", "both_bad")
 
     def __init__(self, url: str, study: str, name: str, votes: int, progress: "Progress", deadline: float,
-                 transport: str) -> None:
+                 transport: str, think_s: float = 0.0) -> None:
         super().__init__(daemon=True)
         self.url, self.study, self.votes, self.progress, self.deadline = url, study, votes, progress, deadline
-        self.transport = transport
+        self.transport, self.think_s = transport, think_s
         self.log = EvaluatorLog(name)
         self.client = None
 
@@ -203,6 +203,8 @@ class Evaluator(threading.Thread):
                 if battle["done"]:
                     self.log.finished = battle["message"]
                     return
+                if self.think_s > 0:  # watching both clips: the UI enables the vote buttons only then
+                    time.sleep(rng.uniform(0.5, 1.5) * self.think_s)
                 receipt, t0, rtt = self._call(battle["battle_id"], self.log.evaluator, rng.choice(self.ANSWERS),
                                               rng.choice(self.ANSWERS), rng.choice(self.ANSWERS),
                                               api_name="/ab_vote")
@@ -269,6 +271,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--port", type=int, default=0, help="default: a free port")
     parser.add_argument("--transport", choices=("http", "gradio_client"), default="http",
                         help="http: POST /gradio_api/run/<name> (no queue); gradio_client: the Python client (SSE)")
+    parser.add_argument("--think", type=float, default=0.0,
+                        help="mean seconds between receiving a pair and voting (uniform 0.5-1.5x); 0 = back to back, "
+                             "the saturation case. A person cannot vote before both clips have played once")
     parser.add_argument("--timeout", type=float, default=1200, help="overall bound in seconds")
     parser.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
@@ -281,13 +286,14 @@ def main(argv: list[str] | None = None) -> dict:
     port = args.port or free_port()
     app = App(app_command(args.app, port, data_dir), port, data_dir, data_dir / "app.log")
     print(f"data dir {data_dir}; study {study} ready in {prep_s:.1f} s; app: {' '.join(app.command)}", flush=True)
-    report: dict = {"transport": args.transport, "evaluators": args.evaluators, "votes_per_evaluator": args.votes, "app_command": app.command,
+    report: dict = {"transport": args.transport, "think_s": args.think, "evaluators": args.evaluators, "votes_per_evaluator": args.votes, "app_command": app.command,
                     "data_dir": str(data_dir), "study": study}
     try:
         report["app_start_s"] = round(app.start(), 2)
         deadline = time.monotonic() + args.timeout
         progress = Progress()
-        workers = [Evaluator(app.url, study, f"load:{i:02d}", args.votes, progress, deadline, args.transport)
+        workers = [Evaluator(app.url, study, f"load:{i:02d}", args.votes, progress, deadline, args.transport,
+                         args.think)
                    for i in range(args.evaluators)]
         t_load = time.perf_counter()
         for w in workers:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from studio import pipelines
-from studio.pipelines import Clip, WorldPipeline, build_word_tokenizer, load_pipeline
+from studio.pipelines import Clip, WorldPipeline, load_pipeline
+from tiny_wan import tiny_wan_components
 
 PROMPT = "Camera move left. A red cube on a checkered floor."
 STILL = "A red cube on a checkered floor."
@@ -19,28 +20,11 @@ SMALL = dict(num_frames=9, height=32, width=32, steps=3)
 
 
 def _tiny_components(seed: int = 0):
-    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
+    from diffusers import UniPCMultistepScheduler
 
-    torch.manual_seed(seed)
-    words = "a red cube sphere on checkered floor camera move left right push in then orbit".split()
-    tokenizer = build_word_tokenizer(words, 16)
-    text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-        relative_attention_num_buckets=8, dropout_rate=0.0, feed_forward_proj="gated-gelu",
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-    )).eval()
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
-        text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, rope_max_seq_len=32,
-    ).eval()
-    vae = AutoencoderKLWan(
-        base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
-    ).eval()
     # What Wan checkpoints ship: UniPC with flow sigmas and a flow shift.
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    return dict(tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae, scheduler=scheduler)
+    return dict(**tiny_wan_components(seed), scheduler=scheduler)
 
 
 @pytest.fixture(scope="module")

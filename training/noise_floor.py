@@ -288,18 +288,9 @@ def parse_args(argv: list[str] | None = None):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import os
+    from training.run_setup import report_main
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    try:
-        res = run(args, argv)
-    except (FileNotFoundError, ValueError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(markdown_report(res))
-    return 0
+    return report_main(parse_args, run, markdown_report, argv, errors=(FileNotFoundError, ValueError, RuntimeError))
 
 
 if __name__ == "__main__":

@@ -323,13 +323,9 @@ def train(cfg: ClipTrainConfig) -> dict:
     from studio.scoring import Scorer
     from training.eval_clip import zero_shot_attributes
 
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    print(json.dumps(asdict(cfg), indent=2), flush=True)
+    from training.run_setup import start_run
+
+    rng, run_dir = start_run(cfg)
 
     t0 = time.time()
     data = load_training_images(cfg)

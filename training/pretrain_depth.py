@@ -160,13 +160,9 @@ def train(cfg: DepthTrainConfig) -> dict:
     from studio.geometry.depth_net import DepthNetConfig, DepthUNet, TinyWorldDepth, save_depth_net
     from training.eval_depth import evaluate_depth
 
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(cfg.threads)
-    rng = np.random.default_rng(cfg.seed)
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
-    print(json.dumps(asdict(cfg), indent=2), flush=True)
+    from training.run_setup import start_run
+
+    rng, run_dir = start_run(cfg)
 
     # Train rows [0, clips_64) at 64 px, the clips_128 rows before the validation rows at 128 px,
     # validation on the last val_clips rows of the train split; held-out evaluation uses the

@@ -11,6 +11,7 @@ alone (it analyses the clips itself when `analyses` is missing).
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -88,6 +89,11 @@ def analyze_clips(prompts: Sequence[str], clips: Sequence[Any], use_3d=None, est
             out.append(analyze(as_frames(c), p, **kwargs))
         except ValueError as e:  # a clip too broken to reconstruct is a bad sample, not a crash
             out.append(FailedAnalysis(str(e)))
+        except (ArithmeticError, IndexError, RuntimeError, np.linalg.LinAlgError) as e:
+            # A numerical failure deep in the estimator must not end a long run: the clip scores as
+            # unreconstructable and the failure is said on stderr so that it gets fixed.
+            print(f"warning: geometry analysis failed on {p[:60]!r}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
+            out.append(FailedAnalysis(f"{type(e).__name__}: {e}"))
     return out
 
 

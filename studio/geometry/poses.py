@@ -103,10 +103,12 @@ def pair_residuals(gray: np.ndarray, depth: np.ndarray, K: np.ndarray, pairs: li
     X = backproject(np.ones((h, w)), K).reshape(1, -1, 3) * d_src[..., None]
     T = np.asarray(T, np.float64)
     P = X @ np.swapaxes(T[:, :3, :3], 1, 2) + T[:, None, :3, 3]
-    z = P[..., 2]
+    # A diverged candidate (NaN/inf in T or the depth) projects nowhere rather than to a bad index.
+    finite = np.isfinite(P).all(-1)
+    z = np.where(finite, P[..., 2], -1.0)
     safe = np.where(z > 1e-6, z, 1.0)
-    u = P[..., 0] / safe * K[0, 0] + K[0, 2] - 0.5
-    v = P[..., 1] / safe * K[1, 1] + K[1, 2] - 0.5
+    u = np.where(finite, P[..., 0] / safe * K[0, 0] + K[0, 2] - 0.5, -1.0)
+    v = np.where(finite, P[..., 1] / safe * K[1, 1] + K[1, 2] - 0.5, -1.0)
     inb = valid & (z > 1e-6) & (u >= 0) & (u <= w - 1) & (v >= 0) & (v <= h - 1)
     base = (tgt * h * w)[:, None]
     near = base + np.clip(np.rint(v), 0, h - 1).astype(np.int64) * w + np.clip(np.rint(u), 0, w - 1).astype(np.int64)
@@ -331,7 +333,8 @@ class PoseEstimator:
         _, T, _ = o3d.pipelines.odometry.compute_rgbd_odometry(
             self.rgbd(src), self.rgbd(tgt), self.o3d_intrinsic, init,
             o3d.pipelines.odometry.RGBDOdometryJacobianFromHybridTerm(), self.option)
-        return np.asarray(T)
+        T = np.asarray(T)
+        return T if np.isfinite(T).all() else np.array(init, dtype=np.float64)
 
     def pnp(self, src: int, tgt: int) -> np.ndarray | None:
         """KLT tracks from the target into the source, target depth -> 3D, solvePnPRansac."""
@@ -370,7 +373,7 @@ class PoseEstimator:
         return np.linalg.inv(T_ts)
 
     def plausible(self, T: np.ndarray) -> bool:
-        return (float(rotation_angle_deg(T[:3, :3])) <= self.s.max_step_rotation_deg
+        return (bool(np.isfinite(T).all()) and float(rotation_angle_deg(T[:3, :3])) <= self.s.max_step_rotation_deg
                 and float(np.linalg.norm(T[:3, 3])) <= self.s.max_step_translation_rel * self.median_depth)
 
     # -- the chain ------------------------------------------------------------------------------------

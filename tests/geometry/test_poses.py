@@ -80,3 +80,17 @@ def test_a_jump_in_depth_scale_is_fitted_with_the_poses_when_asked():
 
     rigid = estimate_poses(clip.frames, depth, clip.K)  # the default fits no scale
     np.testing.assert_array_equal(rigid.depth_scale, np.ones(17))
+
+
+def test_a_diverged_candidate_scores_as_a_failed_pair_not_a_crash():
+    """Odometry or refinement can return NaN/inf; scoring such a motion must say 'explains nothing'."""
+    from studio.geometry.poses import pair_residuals
+
+    clip = render_clip("a red cube on a checkered floor. Camera move left.", num_frames=2, height=32, width=32)
+    gray = clip.frames.mean(-1) / 255.0
+    bad = np.eye(4)[None].repeat(2, 0)
+    bad[0, 0, 3] = np.nan
+    bad[1, :3, :3] = np.inf
+    scores = pair_residuals(gray, clip.depth, clip.K, [(1, 0), (1, 0)], bad)
+    assert [s[0] for s in scores] == [1.0, 1.0]
+    assert all(s[1] == 0.0 for s in scores)

@@ -93,30 +93,13 @@ def brightness_rewards():
 
 def tiny_world_pipeline_dir(out_dir, seed: int = 0):
     """Save a tiny random studio.pipelines.WorldPipeline (UMT5 + Wan transformer + Wan VAE) to out_dir."""
-    from diffusers import AutoencoderKLWan, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
-    from transformers import UMT5Config, UMT5EncoderModel
+    from diffusers import FlowMatchEulerDiscreteScheduler
+    from tiny_wan import tiny_wan_components
 
-    from studio.pipelines import WorldPipeline, build_word_tokenizer
+    from studio.pipelines import WorldPipeline
 
-    torch.manual_seed(seed)
-    words = "a red blue cube sphere on checkered floor camera move left right push in pull out then orbit".split()
-    tokenizer = build_word_tokenizer(words, 16)
-    text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=4,
-        relative_attention_num_buckets=8, dropout_rate=0.0, feed_forward_proj="gated-gelu",
-        pad_token_id=0, eos_token_id=1, decoder_start_token_id=0,
-    )).eval()
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4,
-        text_dim=32, freq_dim=32, ffn_dim=64, num_layers=2, rope_max_seq_len=32,
-    ).eval()
-    vae = AutoencoderKLWan(
-        base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
-        latents_mean=[0.0] * 4, latents_std=[1.0] * 4,
-    ).eval()
     pipe = WorldPipeline(
-        tokenizer=tokenizer, text_encoder=text_encoder, transformer=transformer, vae=vae,
-        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), max_sequence_length=16,
+        **tiny_wan_components(seed), scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), max_sequence_length=16,
         default_height=32, default_width=32, default_num_frames=5, default_steps=4, warp_box=3,
     )
     pipe.save_pretrained(out_dir)
