@@ -400,6 +400,36 @@ class StopFlag:
 # ---------------------------------------------------------------------------------------------
 # Evaluation clips
 # ---------------------------------------------------------------------------------------------
+def attribute_watch(scorer_name: str, prompts: list[str], clips: list[np.ndarray]) -> dict[str, float]:
+    """Colour and shape right (CLIP zero-shot judge) on the single-object eval prompts.
+
+    The collapse watch: a policy that games the 3D reward loses these first (method doc, traps).
+    Empty when no prompt names exactly one object with a colour, or no scorer loads.
+    """
+    from studio.tinyworld.scene import COLORS, SHAPES, parse_scene_prompt
+    from training.eval_generator import judge_attributes
+    from training.rewards import get_scorer
+
+    items = []
+    for prompt, clip in zip(prompts, clips):
+        objects = parse_scene_prompt(prompt).objects
+        if len(objects) == 1 and objects[0].color:
+            items.append((objects[0], np.asarray(clip)))
+    if not items or not scorer_name:
+        return {}
+    try:
+        scorer = get_scorer(scorer_name)
+    except (OSError, RuntimeError, ValueError):
+        return {}
+    color_idx, shape_idx = judge_attributes(scorer, [c for _, c in items])
+    colors, shapes = list(COLORS), list(SHAPES)
+    return {
+        "eval/colour_right": float(np.mean([colors[i] == o.color for (o, _), i in zip(items, color_idx)])),
+        "eval/shape_right": float(np.mean([shapes[i] == o.shape for (o, _), i in zip(items, shape_idx)])),
+        "eval/attribute_clips": float(len(items)),
+    }
+
+
 def write_eval_clips(pipe, cfg: TrainConfig, prompts: list[str], out_dir: Path, sigmas, autocast) -> list:
     """Deterministic (ODE) samples of fixed held-out prompts and seeds, saved as mp4."""
     import torch
@@ -669,6 +699,7 @@ def train(
                     eval_record = {"eval": True, "epoch": epoch, "step": global_step}
                     for n, v in values.items():
                         eval_record.update(_stats(f"eval/reward/{n}", np.asarray(v)))
+                    eval_record.update(attribute_watch(cfg.scorer, eval_prompts, clips))
                     timing["eval"] = time.perf_counter() - t0
                 epoch_seconds = time.perf_counter() - t_epoch
                 elapsed += epoch_seconds

@@ -211,3 +211,20 @@ def test_the_opposite_camera_move_scores_far_below_the_right_one():
     wrong_score = s_traj(["x"], [wrong.frames], analyses=[a])[0]
     right_score = s_traj(["x"], [wrong.frames], analyses=[right])[0]
     assert wrong_score < 0.5 and right_score > 0.9
+
+
+def test_the_collapse_watch_judges_colour_and_shape_of_single_object_prompts():
+    """Ground-truth renders of single-object prompts score high; a clip of the wrong colour scores 0;
+    prompts with two objects are not judged."""
+    from studio.tinyworld import render_clip
+    from training.train import attribute_watch
+
+    prompts = ["A red cube on a checkered floor.", "A blue sphere on a grass field.",
+               "A red cube and a blue sphere on a checkered floor."]
+    clips = [render_clip(p, num_frames=17, height=64, width=64, seed=0).frames for p in prompts]
+    watch = attribute_watch("tinyworld", prompts, clips)
+    assert watch["eval/attribute_clips"] == 2
+    assert watch["eval/colour_right"] == 1.0
+    wrong = attribute_watch("tinyworld", ["A green cube on a checkered floor."], clips[:1])
+    assert wrong["eval/colour_right"] == 0.0
+    assert attribute_watch("tinyworld", prompts[2:], clips[2:]) == {}
