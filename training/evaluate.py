@@ -550,8 +550,13 @@ def markdown_report(res: dict) -> str:
              f"- Train minutes of the tuned run: {_fmt(res['train_minutes'], 1)}.",
              "- Mean [95 % CI] by percentile bootstrap over prompts (seeds averaged within a prompt first, "
              f"{res['n_boot']} resamples, seed {res['boot_seed']}); Δ = tuned − baseline, paired per prompt.",
-             "- ↓: lower is better. Verdict: the CI of Δ excludes 0 (better / worse) or not (n.s.).", ""]
+             "- ↓: lower is better. Verdict: the CI of Δ excludes 0 (better / worse) or not (n.s.)."]
     systems = res["systems"]
+    base_init = next((s["camera_init"] for s in systems if s["label"] == base), True)
+    lines += [("- The baseline samples with camera-aware initialization, so Δ is what RL fine-tuning alone adds."
+               if base_init else
+               "- The baseline samples as the base model is released (no camera-aware initialization); the tuned "
+               "system is World-R1 (camera-aware initialization + the LoRA), as in the paper's comparison."), ""]
     sm = res["summary"]
     if main:
         lines += [f"## Held-out test prompts: {main} vs {base}", "",
@@ -622,7 +627,14 @@ def markdown_report(res: dict) -> str:
 # CLI
 # ---------------------------------------------------------------------------------------------
 def build_systems(args) -> list[System]:
-    systems = [System("baseline", args.baseline, None, True)]
+    """Baseline first, then the tuned LoRAs (camera init on), then the ablation rows.
+
+    --vanilla-baseline: the reference is the base model as its users sample it (no camera init),
+    World-R1's own comparison (base model vs camera init + RL); "baseline + camera init" then shows
+    what the initialization alone does. Without it the baseline has camera init too, isolating RL.
+    """
+    vanilla = getattr(args, "vanilla_baseline", False)
+    systems = [System("baseline", args.baseline, None, not vanilla)]
     seen = {"baseline"}
     for path in args.tuned or []:
         lora = resolve_lora_dir(path)
@@ -633,11 +645,14 @@ def build_systems(args) -> list[System]:
         seen.add(label)
         minutes = info["train_minutes"] if info["train_minutes"] is not None else args.train_minutes
         systems.append(System(label, args.baseline, str(lora), True, minutes, info["config"]))
-    if args.no_camera_init:
+    tuned = systems[1] if len(systems) > 1 else None
+    if vanilla:
+        systems.append(System("baseline + camera init", args.baseline, None, True))
+    elif args.no_camera_init:
         systems.append(System("baseline, no camera init", args.baseline, None, False))
-        if len(systems) > 2:
-            t = systems[1]
-            systems.append(System(f"{t.label}, no camera init", t.model, t.lora, False, t.train_minutes, t.run_config))
+    if args.no_camera_init and tuned is not None:
+        systems.append(System(f"{tuned.label}, no camera init", tuned.model, tuned.lora, False, tuned.train_minutes,
+                              tuned.run_config))
     return systems
 
 
@@ -762,6 +777,9 @@ def parse_args(argv: list[str] | None = None):
     ap.add_argument("--n-dynamic", type=int, default=16, help="dynamic prompts (0 = skip the dynamic split)")
     ap.add_argument("--no-camera-init", action="store_true",
                     help="ablation rows: the baseline and the first tuned LoRA sampled without camera-aware initialization")
+    ap.add_argument("--vanilla-baseline", action="store_true",
+                    help="the baseline samples without camera init (the base model as released; World-R1's comparison) "
+                         "and 'baseline + camera init' becomes an ablation row")
     ap.add_argument("--train-minutes", type=float, default=None, help="used when the LoRA's run folder does not record it")
     ap.add_argument("--out", default="docs/results", help="output prefix: OUT.md, OUT.json, OUT.details.json, OUT.png")
     ap.add_argument("--cache", default=str(ROOT / "runs" / "eval-cache"), help="clip/measurement cache folder ('' = none)")

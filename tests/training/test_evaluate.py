@@ -287,3 +287,16 @@ def test_load_rows_from_the_tinyworld_corpus_and_prompt_files(tmp_path):
     assert [r["prompt"] for r in E.load_rows(str(tmp_path / "p.txt"), 2)] == PROMPTS[:2]
     with pytest.raises(ValueError):
         E.load_rows(str(tmp_path / "missing.txt"))
+
+
+def test_vanilla_baseline_is_the_base_model_without_camera_init_and_the_rows_decompose_the_method(lora_run):
+    """World-R1's comparison: base model as released vs camera init + RL; the ablation rows show
+    each part alone (camera init without RL, RL without camera init)."""
+    systems = E.build_systems(E.parse_args(["--vanilla-baseline", "--no-camera-init", "--tuned", str(lora_run)]))
+    assert [s.camera_init for s in systems] == [False, True, True, False]
+    assert systems[0].label == "baseline" and systems[1].lora and systems[2].label == "baseline + camera init"
+    assert systems[3].lora == systems[1].lora and systems[3].label.endswith("no camera init")
+    systems = E.build_systems(E.parse_args(["--vanilla-baseline"]))
+    assert [(s.label, s.camera_init) for s in systems] == [("baseline", False), ("baseline + camera init", True)]
+    plain = E.build_systems(E.parse_args(["--no-camera-init"]))
+    assert [(s.label, s.camera_init) for s in plain] == [("baseline", True), ("baseline, no camera init", False)]
