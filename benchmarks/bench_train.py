@@ -55,8 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=3, help="epochs timed after one warm-up epoch")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the main process")
     ap.add_argument("--stand-in", action="store_true", help="use the stand-in model and reward even if the real ones exist")
+    ap.add_argument("--from-run", type=Path, default=None,
+                    help="summarise the split of an existing run folder's metrics.jsonl instead of training")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args(argv)
+    if args.from_run is not None:
+        from training.config import from_dict
+
+        cfg = from_dict(json.loads((args.from_run / "config.json").read_text()))
+        records = [json.loads(line) for line in (args.from_run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        print(f"run {args.from_run}: {len(records)} records")
+        report_split(cfg, records, cfg.torch_threads)
+        return 0
 
     import torch
 
@@ -81,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp) / "run", pipeline=pipeline, rewards=rewards, progress=False)
         records = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
+    report_split(cfg, records, args.threads)
+    return 0
+
+
+def report_split(cfg, records: list[dict], threads: int, show_epochs: int = 12) -> None:
+    """Per-epoch table (the first epoch is warm-up and dropped; long runs show the last epochs) and means."""
     by_epoch: dict[int, dict] = {}
     for r in records:
         if not r.get("eval"):
@@ -90,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     cols = ["rollout", "decode", "rewards", "rewards_wait", "train"]
     print(f"preset {cfg.preset}: {cfg.per_device_batch_size * cfg.num_batches_per_epoch} samples/epoch "
           f"(K = {cfg.group_size}), {cfg.num_steps} steps, {cfg.trained_step_count()} trained, "
-          f"{cfg.steps_per_epoch} optimizer steps/epoch, torch threads {args.threads}")
+          f"{cfg.steps_per_epoch} optimizer steps/epoch, torch threads {threads}")
     print(f"{'epoch':>5} {'total':>7} " + " ".join(f"{c:>12}" for c in cols) + f" {'hidden':>8}")
-    for r, total in zip(rows, seconds):
+    for r, total in list(zip(rows, seconds))[-show_epochs:]:
         hidden = r["time/rewards"] - r["time/rewards_wait"]
         print(f"{r['epoch']:>5} {total:7.2f} " + " ".join(f"{r['time/' + c]:12.2f}" for c in cols) + f" {hidden:8.2f}")
     mean = {c: float(np.mean([r["time/" + c] for r in rows])) for c in cols}
@@ -100,7 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f" mean {np.mean(seconds):7.2f} " + " ".join(f"{mean[c]:12.2f}" for c in cols) + f" {hidden:8.2f}")
     print("rewards = compute time in the reward thread; rewards_wait = main thread blocked on it after the last "
           "rollout; hidden = rewards − rewards_wait, the reward time overlapped with rollouts; train = forward + backward + step")
-    return 0
 
 
 if __name__ == "__main__":
