@@ -23,6 +23,8 @@ def build_app(data_dir: str | Path = "data"):
         gr.Markdown(f"# World-R1 Studio <small>v{__version__}</small>\n"
                     "Text-to-video with a 3D-consistency check, blind A/B studies, and Flow-GRPO tuning "
                     "toward 3D consistency (World-R1). Embedded world: **TinyWorld**.")
+        if os.environ.get("SYSTEM") == "spaces" and os.environ.get("OAUTH_CLIENT_ID"):  # Space with `hf_oauth: true`
+            gr.LoginButton()
         with gr.Tab("Generate & compare", id="generate"):
             build_generate_tab(services)
             build_analyze_section()

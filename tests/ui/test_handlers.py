@@ -97,3 +97,31 @@ def test_tiny_or_single_frame_uploads_are_refused(tmp_path):
     small = write_mp4(np.zeros((4, 16, 16, 3), np.uint8), tmp_path / "small.mp4", min_side=16)
     with pytest.raises(ValueError, match="at least 32x32"):
         run_analyze(str(small), None)
+
+
+def test_a_signed_in_hugging_face_user_is_the_evaluator_whatever_id_the_page_sends():
+    from studio.study.service import new_browser_evaluator_id, resolve_evaluator
+
+    assert resolve_evaluator("ann", "anon:1234") == ("hf:ann", "hf")
+    browser_id = new_browser_evaluator_id()
+    assert browser_id.startswith("anon:") and resolve_evaluator(None, browser_id) == (browser_id, "browser")
+    assert resolve_evaluator(None, " lab-7 ") == ("lab-7", "api")
+    with pytest.raises(PermissionError, match="reserved"):
+        resolve_evaluator(None, "hf:ann")  # nobody votes as a Hugging Face user without signing in
+    with pytest.raises(ValueError, match="no evaluator id"):
+        resolve_evaluator(None, "  ")
+
+
+def test_the_sign_in_button_appears_only_on_a_space_with_oauth(monkeypatch, tmp_path):
+    from app import build_app
+
+    def has_login(demo) -> bool:
+        return any(type(b).__name__ == "LoginButton" for b in demo.blocks.values())
+
+    monkeypatch.delenv("SYSTEM", raising=False)
+    monkeypatch.delenv("OAUTH_CLIENT_ID", raising=False)
+    assert not has_login(build_app(tmp_path / "local"))
+    for k, v in {"SYSTEM": "spaces", "SPACE_ID": "lab/world-r1", "OAUTH_CLIENT_ID": "id", "OAUTH_CLIENT_SECRET": "s",
+                 "OAUTH_SCOPES": "openid profile", "OPENID_PROVIDER_URL": "https://huggingface.co"}.items():
+        monkeypatch.setenv(k, v)
+    assert has_login(build_app(tmp_path / "space"))
