@@ -30,7 +30,7 @@ class TrainConfig:
     preset: str = _f("custom", "name of the preset this config started from (informational)")
     seed: int = _f(0, "seed for prompts, initial noise, SDE noise and LoRA init; same seed → same run")
     epochs: int = _f(100, "number of epochs (rollout + train rounds)")
-    max_minutes: float = _f(0.0, "stop after the epoch that passes this many minutes of training (0 = no limit)")
+    max_minutes: float = _f(0.0, "training-time budget: stop when the next epoch would pass this many minutes (0 = no limit)")
     torch_threads: int = _f(0, "torch.set_num_threads for this process (0 = leave the default)")
     mixed_precision: str = _f("no", "accelerate mixed precision: no, fp16 or bf16 (CPU runs: no)")
     gradient_checkpointing: bool = _f(False, "recompute transformer activations in the backward pass (saves memory on large models)")

@@ -687,7 +687,8 @@ def train(
                 # ---- 4. evaluation clips, log, checkpoint ----
                 last_epoch = epoch + 1 >= cfg.epochs
                 epoch_seconds = time.perf_counter() - t_epoch
-                over_time = cfg.max_minutes > 0 and (elapsed + epoch_seconds) / 60.0 >= cfg.max_minutes
+                # A budget, not a target: stop when one more epoch like this one would pass it.
+                over_time = cfg.max_minutes > 0 and (elapsed + 2 * epoch_seconds) / 60.0 > cfg.max_minutes
                 stop_now = bool(_gather(accelerator, np.array([float(stop.requested)])).max() > 0)
                 finishing = last_epoch or over_time or stop_now
                 eval_record = None

@@ -217,3 +217,12 @@ def test_epoch_plan_is_deterministic_and_switches_r3d_per_item(tmp_path):
     fluid = plan_epoch(cfg, 5, "fluid", PROMPTS, DYNAMIC, num_processes=1)
     assert not any(f for r in fluid for f in r.use_3d)
     assert plan_epoch(cfg, 6, "rigid", PROMPTS, DYNAMIC, 1)[0].seeds != a[0].seeds
+
+
+def test_max_minutes_is_a_budget_the_run_never_passes(tmp_path):
+    """The run stops before an epoch that would take it past max_minutes; the last checkpoint is
+    inside the budget (a budget of a microsecond still leaves the first epoch, which sets the pace)."""
+    cfg = tiny_config(tmp_path, epochs=5, max_minutes=1e-8)
+    train(cfg, tmp_path / "run", pipeline=lambda: TinyPipeline(seed=0), rewards=brightness_rewards(), progress=False)
+    assert {r["epoch"] for r in read_metrics(tmp_path / "run")} == {0}
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-000001"]
