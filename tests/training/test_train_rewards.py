@@ -219,7 +219,7 @@ def test_the_collapse_watch_judges_colour_and_shape_of_single_object_prompts():
     from studio.tinyworld import render_clip
     from training.train import attribute_watch
 
-    prompts = ["A red cube on a checkered floor.", "A blue sphere on a grass field.",
+    prompts = ["A red cube on a checkered floor.", "A blue sphere on a striped floor.",
                "A red cube and a blue sphere on a checkered floor."]
     clips = [render_clip(p, num_frames=17, height=64, width=64, seed=0).frames for p in prompts]
     watch = attribute_watch("tinyworld", prompts, clips)
