@@ -633,7 +633,7 @@ def build_systems(args) -> list[System]:
     World-R1's own comparison (base model vs camera init + RL); "baseline + camera init" then shows
     what the initialization alone does. Without it the baseline has camera init too, isolating RL.
     """
-    vanilla = getattr(args, "vanilla_baseline", False)
+    vanilla = args.vanilla_baseline
     systems = [System("baseline", args.baseline, None, not vanilla)]
     seen = {"baseline"}
     for path in args.tuned or []:

@@ -406,28 +406,25 @@ def attribute_watch(scorer_name: str, prompts: list[str], clips: list[np.ndarray
     The collapse watch: a policy that games the 3D reward loses these first (method doc, traps).
     Empty when no prompt names exactly one object with a colour, or no scorer loads.
     """
-    from studio.tinyworld.scene import COLORS, SHAPES, parse_scene_prompt
-    from training.eval_generator import judge_attributes
+    from studio.tinyworld.scene import parse_scene_prompt
+    from training.eval_generator import attribute_accuracy, judge_attributes
     from training.rewards import get_scorer
 
-    items = []
+    rows, kept = [], []
     for prompt, clip in zip(prompts, clips):
         objects = parse_scene_prompt(prompt).objects
         if len(objects) == 1 and objects[0].color:
-            items.append((objects[0], np.asarray(clip)))
-    if not items or not scorer_name:
+            rows.append({"scene": {"objects": [{"color": objects[0].color, "shape": objects[0].shape}]}})
+            kept.append(np.asarray(clip))
+    if not rows or not scorer_name:
         return {}
     try:
         scorer = get_scorer(scorer_name)
     except (OSError, RuntimeError, ValueError):
         return {}
-    color_idx, shape_idx = judge_attributes(scorer, [c for _, c in items])
-    colors, shapes = list(COLORS), list(SHAPES)
-    return {
-        "eval/colour_right": float(np.mean([colors[i] == o.color for (o, _), i in zip(items, color_idx)])),
-        "eval/shape_right": float(np.mean([shapes[i] == o.shape for (o, _), i in zip(items, shape_idx)])),
-        "eval/attribute_clips": float(len(items)),
-    }
+    acc = attribute_accuracy(rows, *judge_attributes(scorer, kept))
+    return {"eval/colour_right": acc["color_single"], "eval/shape_right": acc["shape_single"],
+            "eval/attribute_clips": float(acc["single_object_n"])}
 
 
 def write_eval_clips(pipe, cfg: TrainConfig, prompts: list[str], out_dir: Path, sigmas, autocast) -> list:

@@ -333,8 +333,7 @@ class PoseEstimator:
         _, T, _ = o3d.pipelines.odometry.compute_rgbd_odometry(
             self.rgbd(src), self.rgbd(tgt), self.o3d_intrinsic, init,
             o3d.pipelines.odometry.RGBDOdometryJacobianFromHybridTerm(), self.option)
-        T = np.asarray(T)
-        return T if np.isfinite(T).all() else np.array(init, dtype=np.float64)
+        return np.asarray(T)
 
     def pnp(self, src: int, tgt: int) -> np.ndarray | None:
         """KLT tracks from the target into the source, target depth -> 3D, solvePnPRansac."""

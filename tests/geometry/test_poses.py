@@ -94,3 +94,16 @@ def test_a_diverged_candidate_scores_as_a_failed_pair_not_a_crash():
     scores = pair_residuals(gray, clip.depth, clip.K, [(1, 0), (1, 0)], bad)
     assert [s[0] for s in scores] == [1.0, 1.0]
     assert all(s[1] == 0.0 for s in scores)
+
+
+def test_odometry_that_diverges_falls_back_instead_of_crashing(monkeypatch):
+    """The crash of the first acceptance run: Open3D returned a non-finite transform."""
+    from studio.geometry import poses
+
+    clip = render_clip(f"{SCENE} Camera move left.", seed=0)
+    monkeypatch.setattr(poses.PoseEstimator, "odometry", lambda self, s, t, init: np.full((4, 4), np.nan))
+    result = estimate_poses(clip.frames, clip.depth, clip.K)
+    assert np.isfinite(result.c2w).all()
+    # Every pair reports the diverged odometry as explaining nothing and still gets a motion.
+    assert all(np.isinf(p.candidates["open3d"]) for p in result.report)
+    assert len(result.report) == len(clip.frames) - 1
