@@ -110,3 +110,38 @@ def test_shipped_weights_meet_loose_target():
     assert m64["sky_accuracy"] >= 0.97 and m128["sky_accuracy"] >= 0.97
     # Metric-ish: the median alignment scale stays near 1.
     assert 0.8 <= m64["scale_median"] <= 1.25
+
+
+def test_gradient_term_ignores_a_global_scale_and_sees_blurred_edges():
+    """The gradient-matching term is blind to a constant log-depth offset (a scale) and to sky,
+    and grows when the depth edges are smeared: what odometry needs sharp."""
+    from torch.nn import functional as F
+
+    from training.pretrain_depth import gradient_loss
+
+    gt = torch.full((1, 32, 32), 4.0)
+    gt[:, 8:24, 8:24] = 1.5  # an object in front of a wall
+    gt[:, :4] = 0.0  # sky
+    log_gt, valid = torch.log(gt.clamp_min(1e-6)), gt > 0
+    assert gradient_loss(log_gt + 0.7, log_gt, valid).item() == pytest.approx(0.0, abs=1e-6)
+    blurred = F.avg_pool2d(log_gt[:, None], 5, stride=1, padding=2, count_include_pad=False)[:, 0]
+    assert gradient_loss(blurred, log_gt, valid).item() > 0.01
+    total, l1, _ = depth_loss(log_gt, torch.where(valid, -9.0, 9.0), gt, sky_weight=0.5, grad_weight=1.0)
+    assert l1.item() == pytest.approx(0.0, abs=1e-6) and total.item() < 1e-3
+
+
+def test_warm_start_must_match_the_architecture(tmp_path):
+    from training.pretrain_depth import DepthTrainConfig, train
+
+    save_depth_net(tiny_model().model, tmp_path / "start")
+    cfg = DepthTrainConfig(init_from=str(tmp_path / "start"), channels=(8, 8, 16, 16, 16), clips_64=2, clips_128=1,
+                           val_clips=1, steps=1, out=str(tmp_path / "out"), run_dir=str(tmp_path / "run"),
+                           data_dir=str(tmp_path / "data"), workers=1)
+    with pytest.raises(ValueError, match="channels"):
+        train(cfg)
+    # Same architecture: training starts from those weights (lr 0 leaves the convolutions as saved).
+    cfg.channels, cfg.lr, cfg.val_every = (4, 8, 8, 8, 8), 0.0, 1000
+    train(cfg)
+    start, out = load_tinyworld_depth(tmp_path / "start").model, load_tinyworld_depth(tmp_path / "out").model
+    assert torch.equal(start.head.weight, out.head.weight)
+    assert out.config.extra["warm_start"]["from"] == str(tmp_path / "start")

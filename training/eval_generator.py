@@ -4,7 +4,9 @@
   frames 0, 4, 8, 12, 16, the most likely of "a photo of a {colour} object" (10 colours) and
   "a photo of a {shape}" (5 shapes), the templates of training/eval_clip.py. Main figure: the
   single-object test prompts (the judge is unambiguous there); "any object" counts a hit when the
-  pick is one of the scene's objects. The same judge on renders of the same prompts is the ceiling.
+  pick is one of the scene's objects. The same judge on renders of the same prompts is the ceiling,
+  and on those renders encoded and decoded by the generator's own codec the codec's ceiling (what
+  a perfect generator in that latent space could reach).
 - Camera adherence: ``studio.geometry.analyze`` estimates the camera path of each generated clip;
   reported are its trajectory_error_deg and s_traj against the prompt's path, and whether the
   estimated path is closest to the prompt's own move sequence among all sequences of the same
@@ -66,6 +68,18 @@ def attribute_accuracy(rows: list[dict], color_idx: np.ndarray, shape_idx: np.nd
     mean = lambda x: float(np.mean(x)) if len(x) else None  # noqa: E731
     return {"single_object_n": len(single), "color_single": mean(c_single), "shape_single": mean(s_single),
             "color_any": mean(c_any), "shape_any": mean(s_any), "shape_single_by_class": per_shape}
+
+
+def codec_round_trip(pipe, clips: np.ndarray, batch: int = 32) -> np.ndarray:
+    """uint8 clips (N, F, H, W, 3) through the pipeline's latent codec and back (TinyWorld codec only)."""
+    import torch
+
+    out = []
+    for s in range(0, len(clips), batch):
+        with torch.no_grad():
+            z = pipe.vae.encode(pipe.vae.frames_to_video(clips[s : s + batch]))
+        out.append(pipe.decode_latents(z))
+    return np.concatenate(out)
 
 
 def candidate_sequences(length: int) -> list[tuple[str, ...]]:
@@ -182,6 +196,11 @@ def main(argv: list[str] | None = None) -> dict:
     report["generated"] = attribute_accuracy(rows, c_idx, s_idx)
     c_idx, s_idx = judge_attributes(scorer, renders)
     report["renders_ceiling"] = attribute_accuracy(rows, c_idx, s_idx)
+    from studio.codec import TinyWorldCodec
+
+    if isinstance(pipe.vae, TinyWorldCodec):
+        c_idx, s_idx = judge_attributes(scorer, list(codec_round_trip(pipe, np.stack(renders))))
+        report["codec_ceiling"] = attribute_accuracy(rows, c_idx, s_idx)
     report["generate_s_per_clip"] = t_gen / len(rows)
 
     if args.camera_prompts > 0:

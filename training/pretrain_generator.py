@@ -13,6 +13,10 @@ Stages, each a subcommand, all seeded and restartable from the files the previou
              clip), which is what leaves the base model weak at following camera words.
              Loss -> runs/generator/log.jsonl; EMA checkpoints every few minutes.
     refiner  train the codec's convolutional refiner (decoder) on renders, latents with noise
+    decoder  replace the refiner of a trained generator's codec by the larger "upsample" decoder,
+             trained on render latents with noise and on the generator's own latents (renders
+             noised part-way and denoised by the generator), each paired with its render; the
+             PCA latent space stays, so the generator and its LoRAs are untouched
     export   assemble a WorldPipeline (studio.pipelines) and save_pretrained -> assets/generator/
 
     python -m training.pretrain_generator all --minutes 45
@@ -89,6 +93,15 @@ class PretrainConfig:
     refiner_clips: int = 3  # clips per step (all 17 frames, one random aligned 32×32 crop each)
     refiner_lr: float = 2e-3
     refiner_latent_noise: float = 0.1  # std of the noise added to latents while training the refiner
+    # decoder (the "upsample" codec decoder, trained after the generator)
+    decoder_generator: str = "assets/generator"  # pipeline whose codec (PCA) and latents the decoder serves
+    decoder_minutes: float = 25.0
+    decoder_generated: int = 2400  # generator-made latents (paired with their renders) precomputed for training
+    decoder_generated_share: float = 0.5  # share of each batch taken from them (the rest: render latents + noise)
+    decoder_clips: int = 8  # clips per step
+    decoder_frames: int = 4  # frames decoded per clip per step (the decoder works frame by frame)
+    decoder_lr: float = 1e-3
+    decoder_steps: int = 10  # sampler steps of the full schedule the generated latents are denoised on
 
     def path(self, name: str) -> Path:
         base = {"data": self.data_dir, "run": self.run_dir, "out": self.out_dir}[name]
@@ -400,6 +413,132 @@ def train_refiner(cfg: PretrainConfig, pipeline_dir: Path | None = None) -> None
         codec.save_pretrained(Path(pipeline_dir) / "vae")
 
 
+# ------------------------------------------------------------------------------------ decoder
+def generated_latents(pipe, z0: "torch.Tensor", captions: list[str], steps: int, rng: np.random.Generator,
+                      guidance: float = 5.0, batch: int = 32) -> "torch.Tensor":
+    """The generator's own version of each render latent: noise it part-way, denoise with CFG.
+
+    Each clip starts at a random step in the second half of the pipeline's shifted schedule
+    (sigma about 0.4-0.7 for 10 steps), so the layout is still the render's while texture, edges
+    and block structure are the generator's: the latents the decoder will see at inference, with
+    a target to match. (Starting higher, the generator redraws the scene and the pair no longer
+    matches: 15 dB between the render and its generated twin.)
+    """
+    import torch
+
+    sigmas = pipe.sigmas(steps)
+    out = torch.empty_like(z0)
+    for s in range(0, len(z0), batch):
+        x0 = z0[s : s + batch]
+        start = int(rng.integers(steps // 2, steps - 2))  # sigma about 0.4-0.7: the render's layout survives
+        x = (1 - sigmas[start]) * x0 + sigmas[start] * torch.from_numpy(rng.standard_normal(x0.shape).astype(np.float32))
+        cond, uncond = pipe.encode_prompt(captions[s : s + batch], guidance)
+        with torch.no_grad():
+            for i in range(start, steps):
+                v = pipe.predict_velocity(x, sigmas[i], cond, uncond, guidance)
+                x = x + (sigmas[i + 1] - sigmas[i]) * v
+        out[s : s + batch] = x
+    return out
+
+
+def _decoder_loss(out, target):
+    """L1 + MSE + an edge term (finite differences), in [-1, 1] pixel units."""
+    l1 = (out - target).abs().mean() + ((out - target) ** 2).mean()
+    dx = lambda v: v[..., :, 1:] - v[..., :, :-1]  # noqa: E731
+    dy = lambda v: v[..., 1:, :] - v[..., :-1, :]  # noqa: E731
+    return l1 + 0.5 * ((dx(out) - dx(target)).abs().mean() + (dy(out) - dy(target)).abs().mean())
+
+
+def train_decoder(cfg: PretrainConfig) -> dict:
+    """Train the "upsample" decoder for the generator at ``cfg.decoder_generator``; save the codec."""
+    import torch
+
+    from studio.codec import TinyWorldCodec
+    from studio.pipelines import WorldPipeline
+    from studio.tinyworld.corpus import make_caption
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed + 5)
+    data, run = cfg.path("data"), cfg.path("run")
+    run.mkdir(parents=True, exist_ok=True)
+    gen_dir = Path(cfg.decoder_generator) if Path(cfg.decoder_generator).is_absolute() else ROOT / cfg.decoder_generator
+    pipe = WorldPipeline.from_pretrained(gen_dir, local_files_only=True)
+    old = pipe.vae
+    codec = TinyWorldCodec(z_dim=old.config.z_dim, scale_factor_spatial=old.config.scale_factor_spatial,
+                           scale_factor_temporal=old.config.scale_factor_temporal, decoder_type="upsample")
+    for name in ("mean_first", "basis_first", "mean_group", "basis_group", "latent_mean", "latent_std"):
+        getattr(codec, name).copy_(getattr(old, name))  # same latent space as the generator's
+    clips = np.load(data / "clips.npy", mmap_mode="r")
+    scenes = load_scenes(cfg)
+    n_val = 200  # the last clips: held out for the PSNR check
+    n_train = len(clips) - n_val
+    rng = np.random.default_rng([cfg.seed, 5])
+    t0 = time.time()
+    with torch.no_grad():
+        z0 = torch.cat([codec.encode(TinyWorldCodec.frames_to_video(np.asarray(clips[s : s + 256])))
+                        for s in range(0, len(clips), 256)])
+        gen_idx = np.sort(rng.choice(n_train, size=min(cfg.decoder_generated, n_train), replace=False))
+        val_gen_idx = np.arange(n_train, len(clips))[:64]
+        idx_all = np.concatenate([gen_idx, val_gen_idx])
+        captions = [make_caption(scenes[i], rng, cfg.camera_prob) for i in idx_all]
+        z_gen_all = generated_latents(pipe, z0[idx_all], captions, cfg.decoder_steps, rng)
+    z_gen, z_gen_val = z_gen_all[: len(gen_idx)], z_gen_all[len(gen_idx):]
+    prep_s = time.time() - t0
+    print(f"decoder data: {len(clips)} clips, {len(gen_idx)} generated latents in {prep_s:.0f} s", flush=True)
+
+    params = list(codec.decoder.parameters())
+    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr, weight_decay=0.0)
+    log = open(run / "decoder_log.jsonl", "a")
+    t0, step = time.time(), 0
+    total = cfg.decoder_minutes * 60
+    n_gen = int(round(cfg.decoder_clips * cfg.decoder_generated_share))
+    while time.time() - t0 < total:
+        gi = rng.choice(len(gen_idx), size=n_gen, replace=False)
+        ri = rng.choice(n_train, size=cfg.decoder_clips - n_gen, replace=False)
+        clip_idx = np.concatenate([gen_idx[gi], ri])
+        noise = cfg.refiner_latent_noise * 3 * torch.rand(len(ri), 1, 1, 1, 1)
+        z = torch.cat([z_gen[gi], z0[ri] + noise * torch.randn_like(z0[ri])])
+        frames = torch.from_numpy(np.sort(rng.choice(cfg.num_frames, size=cfg.decoder_frames, replace=False)))
+        order = np.argsort(clip_idx)  # mmap reads want sorted indices
+        target = TinyWorldCodec.frames_to_video(np.asarray(clips[clip_idx[order]])[:, frames.numpy()])
+        target = target[np.argsort(order)]
+        with torch.no_grad():
+            linear = codec.decode_linear(z)[:, :, frames]
+        out = codec.refine(z, linear, frames)
+        loss = _decoder_loss(out, target)
+        lr = cfg.decoder_lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (time.time() - t0) / total))))
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        if step % 20 == 0:
+            log.write(json.dumps({"step": step, "loss": loss.item(), "lr": lr, "elapsed_s": round(time.time() - t0, 1)}) + "\n")
+            log.flush()
+        if step % 200 == 0:
+            print(f"decoder step {step} loss {loss.item():.4f} {(time.time() - t0) / 60:.1f} min", flush=True)
+    codec.eval()
+    with torch.no_grad():  # held-out PSNR: render latents and the generator's latents of the same clips
+        video = TinyWorldCodec.frames_to_video(np.asarray(clips[n_train : n_train + 64]))
+        zv = z0[n_train : n_train + 64]
+        psnr = lambda a: 10 * math.log10(4.0 / ((a.clamp(-1, 1) - video) ** 2).mean().item())  # noqa: E731
+        msg = {"decoder_steps": step, "train_minutes": round((time.time() - t0) / 60, 1), "prep_s": round(prep_s, 1),
+               "psnr_render_latents": {"linear": round(psnr(codec.decode_linear(zv)), 2),
+                                       "previous_decoder": round(psnr(old.decode(zv).sample), 2),
+                                       "new_decoder": round(psnr(codec.decode(zv).sample), 2)},
+               "psnr_generated_latents": {"linear": round(psnr(codec.decode_linear(z_gen_val)), 2),
+                                          "previous_decoder": round(psnr(old.decode(z_gen_val).sample), 2),
+                                          "new_decoder": round(psnr(codec.decode(z_gen_val).sample), 2)}}
+    print(json.dumps(msg), flush=True)
+    log.write(json.dumps(msg) + "\n")
+    log.close()
+    codec.save_pretrained(run / "codec_upsample")
+    (run / "codec_upsample" / "train_info.json").write_text(json.dumps({**msg, "config": asdict(cfg)}, indent=2) + "\n")
+    return msg
+
+
 # ------------------------------------------------------------------------------------ export
 def export(cfg: PretrainConfig, tag: str = "final") -> None:
     """assets/generator <- the tagged EMA checkpoint with the refined codec (if trained)."""
@@ -419,7 +558,7 @@ def export(cfg: PretrainConfig, tag: str = "final") -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["render", "codec", "train", "refiner", "export", "all"])
+    ap.add_argument("stage", choices=["render", "codec", "train", "refiner", "decoder", "export", "all"])
     ap.add_argument("--tag", default="final", help="checkpoint tag for export")
     for f in fields(PretrainConfig):
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=type(f.default), default=f.default)
@@ -436,6 +575,8 @@ def main(argv: list[str] | None = None) -> None:
             train(cfg)
         elif stage == "refiner":
             train_refiner(cfg)
+        elif stage == "decoder":
+            train_decoder(cfg)
         elif stage == "export":
             export(cfg, args.tag)
 
