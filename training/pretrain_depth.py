@@ -5,6 +5,11 @@ cached under runs/data/. Loss: L1 on log-depth over non-sky pixels + BCE on the 
 Each step draws a batch of one resolution (64 or 128) so the net works at both.
 
     python -m training.pretrain_depth --out assets/depth          # about 13 min on 1 core
+    # the shipped weights continue that run twice (warm start, gradient-matching term, 2 threads):
+    python -m training.pretrain_depth --init-from assets/depth --out runs/depth_v2/model --run-dir runs/depth_v2 \
+        --steps 5000 --lr 1e-3 --warmup-steps 100 --grad-weight 0.5 --threads 2 --max-cpu-minutes 70
+    python -m training.pretrain_depth --init-from runs/depth_v2/model --out assets/depth --run-dir runs/depth_v3 \
+        --steps 3000 --lr 5e-4 --warmup-steps 50 --grad-weight 1.0 --threads 2 --max-cpu-minutes 45 --val-every 500
     python -m training.pretrain_depth --steps 20 --clips-64 16 --clips-128 4 --out runs/depth/smoke
 """
 
