@@ -1,0 +1,65 @@
+"""How much of the judge's colour / shape accuracy a linear PCA latent space of each width keeps.
+
+Fits `TinyWorldCodec` (linear part only) with z_dim channels on rendered training clips, sends
+renders of the held-out test prompts through encode -> decode_linear, and judges them with the
+CLIP scorer exactly as training/eval_generator.py does. This is the ceiling a perfect generator
+in that latent space could reach; docs/generator.md uses it to choose the next latent space.
+
+    python -m scripts.codec_ceiling --data data/tinyworld_dec --z-dims 16 32 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", type=Path, default=Path("data/tinyworld_gen"),
+                    help="folder with clips.npy from `training.pretrain_generator render`")
+    ap.add_argument("--fit-clips", type=int, default=1500)
+    ap.add_argument("--z-dims", type=int, nargs="+", default=[16, 32, 64])
+    ap.add_argument("--num-prompts", type=int, default=120)
+    args = ap.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    import torch
+
+    from studio.codec import TinyWorldCodec
+    from studio.scoring import load_scorer
+    from studio.tinyworld.corpus import scene_of
+    from studio.tinyworld.render import render_scene
+    from training.eval_generator import attribute_accuracy, judge_attributes, test_rows
+
+    clips_file = args.data / "clips.npy"
+    if not clips_file.is_file():
+        raise SystemExit(f"{clips_file} not found: run `python -m training.pretrain_generator render --data-dir {args.data}`")
+    rows = test_rows(args.num_prompts)
+    renders = np.stack([render_scene(scene_of(r), 17, 64, 64)["frames"] for r in rows])
+    video = TinyWorldCodec.frames_to_video(renders)
+    fit = TinyWorldCodec.frames_to_video(np.asarray(np.load(clips_file, mmap_mode="r")[: args.fit_clips]))
+    scorer = load_scorer("tinyworld")
+    out = []
+    for z_dim in args.z_dims:
+        codec = TinyWorldCodec(z_dim=z_dim)
+        codec.fit(fit)
+        with torch.no_grad():
+            rec = codec.decode_linear(codec.encode(video)).clamp(-1, 1)
+        frames = ((rec + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+        c_idx, s_idx = judge_attributes(scorer, list(frames))
+        acc = attribute_accuracy(rows, c_idx, s_idx)
+        row = {"z_dim": z_dim, "psnr_db": round(10 * math.log10(4.0 / ((rec - video) ** 2).mean().item()), 2),
+               **{k: acc[k] for k in ("color_single", "shape_single", "shape_any", "single_object_n")}}
+        print(json.dumps(row), flush=True)
+        out.append(row)
+    return out
+
+
+if __name__ == "__main__":
+    main()
