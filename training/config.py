@@ -84,7 +84,7 @@ class TrainConfig:
     # --- prompts and the rigid/fluid schedule ---
     train_prompts: str = _f("tinyworld:train", "rigid (static-world) prompts: 'tinyworld:SPLIT', a prompt file, or FILE.jsonl#category")
     dynamic_prompts: str = _f("tinyworld:dynamic", "fluid (non-rigid motion) prompts, R_3D off; '' disables the fluid phase")
-    eval_prompts: str = _f("tinyworld:test", "held-out prompts for the evaluation clips at eval steps")
+    eval_prompts: str = _f("tinyworld:test", "held-out prompts for the evaluation clips at eval steps ('tinyworld:test[100:]' takes a slice: keep it apart from the prompts of the final evaluation)")
     main_steps: int = _f(100, "optimizer steps of the rigid phase in each cycle")
     dynamic_steps: int = _f(50, "optimizer steps of the fluid phase in each cycle (0 = never)")
     dynamic_mix: float = _f(0.0, "share of prompt groups in rigid phases drawn from the dynamic prompts (R_3D off for those items)")
@@ -93,6 +93,8 @@ class TrainConfig:
     num_eval_clips: int = _f(4, "evaluation clips per eval")
     save_every: int = _f(1, "checkpoint every this many epochs")
     keep_last: int = _f(3, "checkpoints kept (older ones are deleted)")
+    keep_best: str = _f("", "'+'-joined eval metrics (higher is better, e.g. eval/reward/s_recon/mean+eval/reward/s_traj/mean): "
+                            "the LoRA with the best sum so far is kept in checkpoints/best ('' = off)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -283,6 +285,10 @@ def validate(cfg: TrainConfig) -> None:
     need(0 <= cfg.dynamic_mix <= 1, f"dynamic_mix must be in [0, 1], got {cfg.dynamic_mix}")
     need(cfg.epochs >= 1, f"epochs must be ≥ 1, got {cfg.epochs}")
     need(cfg.save_every >= 1 and cfg.keep_last >= 1, "save_every and keep_last must be ≥ 1")
+    if cfg.keep_best:
+        keys = [k.strip() for k in cfg.keep_best.split("+")]
+        need(all(k.startswith("eval/") for k in keys), f"keep_best must name eval metrics (eval/...), got {cfg.keep_best!r}")
+        need(cfg.num_eval_clips > 0, "keep_best needs evaluation clips (num_eval_clips > 0)")
     need(cfg.reward_workers >= 1, f"reward_workers must be ≥ 1, got {cfg.reward_workers}")
     need(min(cfg.w_recon, cfg.w_meta, cfg.w_traj, cfg.w_3d, cfg.w_gen) >= 0, "reward weights must be ≥ 0")
 

@@ -58,10 +58,18 @@ def load_prompts(source: str) -> list[str]:
     if source.startswith("tinyworld:"):
         from studio.tinyworld.corpus import load_split
 
+        m = re.fullmatch(r"tinyworld:(\w+)(?:\[(\d*):(\d*)\])?", source)
+        if m is None:
+            raise ConfigError(f"prompt source {source!r}: expected tinyworld:SPLIT or tinyworld:SPLIT[start:stop]")
+        split, start, stop = m.group(1), m.group(2), m.group(3)
         try:
-            return [row["prompt"] for row in load_split(source.split(":", 1)[1])]
+            prompts = [row["prompt"] for row in load_split(split)]
         except (FileNotFoundError, ValueError) as e:
             raise ConfigError(f"prompt source {source!r}: {e}") from None
+        prompts = prompts[int(start) if start else None : int(stop) if stop else None]
+        if not prompts:
+            raise ConfigError(f"prompt source {source!r} selects no prompts")
+        return prompts
     path_text, _, category = source.partition("#")
     path = Path(path_text)
     if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
@@ -461,6 +469,36 @@ class RunSummary:
     global_step: int
     last_checkpoint: Path | None
     stopped_early: bool
+    best: dict | None = None  # {"score", "epoch", "step", "metric"} of checkpoints/best, when keep_best is on
+
+
+def best_score(keep_best: str, record: dict) -> float | None:
+    """Sum of the '+'-joined eval metrics in record; None when one is missing (not evaluated)."""
+    values = [record.get(k.strip()) for k in keep_best.split("+")]
+    if any(v is None or not np.isfinite(v) for v in values):
+        return None
+    return float(sum(values))
+
+
+def save_best(run_dir: Path, transformer, ema, best: dict) -> Path:
+    """checkpoints/best <- the current (EMA) LoRA and best.json, replaced atomically."""
+    from diffusers.loaders import WanLoraLoaderMixin
+    from peft import get_peft_model_state_dict
+
+    root = Path(run_dir) / "checkpoints"
+    final, tmp = root / "best", root / f".tmp-best-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with ema.swapped_in() if ema is not None else contextlib.nullcontext():
+        lora_sd = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
+    WanLoraLoaderMixin.save_lora_weights(str(tmp), transformer_lora_layers=lora_sd, weight_name=LORA_WEIGHT_NAME)
+    atomic_write_text(tmp / "best.json", json.dumps(best, indent=1))
+    old = root / f".old-best-{os.getpid()}"
+    if final.exists():
+        os.replace(final, old)
+    os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
 
 
 def _stats(prefix: str, values: np.ndarray) -> dict:
@@ -551,9 +589,11 @@ def train(
     sigmas = _schedule(pipe, cfg.num_steps)
 
     start_epoch, global_step, elapsed = 0, 0, 0.0
+    best: dict | None = None  # the keep_best record, carried in checkpoints so a resumed run keeps comparing
     if ckpt is not None:
         load_checkpoint(ckpt, meta, named, ema, optimizer)
         start_epoch, global_step, elapsed = meta["epoch"], meta["global_step"], meta["elapsed_seconds"]
+        best = meta.get("best")
         if is_main:
             _truncate_metrics(out_dir / "metrics.jsonl", start_epoch)
             print(f"resumed from {ckpt} at epoch {start_epoch}, step {global_step}", flush=True)
@@ -698,6 +738,11 @@ def train(
                     for n, v in values.items():
                         eval_record.update(_stats(f"eval/reward/{n}", np.asarray(v)))
                     eval_record.update(attribute_watch(cfg.scorer, eval_prompts, clips))
+                    score = best_score(cfg.keep_best, eval_record) if cfg.keep_best else None
+                    if score is not None and (best is None or score > best["score"]):
+                        best = {"score": score, "epoch": epoch + 1, "step": global_step, "metric": cfg.keep_best}
+                        save_best(out_dir, transformer, ema, best)
+                        eval_record["eval/best"] = True
                     timing["eval"] = time.perf_counter() - t0
                 epoch_seconds = time.perf_counter() - t_epoch
                 elapsed += epoch_seconds
@@ -715,7 +760,8 @@ def train(
                 if epoch % cfg.save_every == 0 or finishing:
                     accelerator.wait_for_everyone()
                     if is_main:
-                        state = {"epoch": epoch, "global_step": global_step, "elapsed_seconds": elapsed, "config": cfg.to_dict()}
+                        state = {"epoch": epoch, "global_step": global_step, "elapsed_seconds": elapsed, "config": cfg.to_dict(),
+                                 "best": best}
                         last_ckpt = save_checkpoint(out_dir, state, transformer, named, ema, optimizer, cfg.keep_last)
                     accelerator.wait_for_everyone()
                 if over_time or stop_now:
@@ -724,7 +770,7 @@ def train(
     finally:
         pool.close()
         bar.close()
-    return RunSummary(out_dir, epoch, global_step, last_ckpt, stopped)
+    return RunSummary(out_dir, epoch, global_step, last_ckpt, stopped, best)
 
 
 def _gather(accelerator, values: np.ndarray) -> np.ndarray:

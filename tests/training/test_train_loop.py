@@ -226,3 +226,48 @@ def test_max_minutes_is_a_budget_the_run_never_passes(tmp_path):
     train(cfg, tmp_path / "run", pipeline=lambda: TinyPipeline(seed=0), rewards=brightness_rewards(), progress=False)
     assert {r["epoch"] for r in read_metrics(tmp_path / "run")} == {0}
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-000001"]
+
+
+def test_keep_best_holds_the_lora_of_the_best_eval_and_survives_resume(tmp_path):
+    """keep_best: checkpoints/best is the EMA LoRA at the eval with the highest metric sum, and a
+    resumed run keeps comparing against it instead of starting over."""
+    cfg = tiny_config(tmp_path, epochs=4, num_eval_clips=2, eval_every=1,
+                      keep_best="eval/reward/bright/mean+eval/reward/red/mean")
+    run = tmp_path / "run"
+    summary = train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    evals = [r for r in read_metrics(run) if r.get("eval")]
+    scores = [e["eval/reward/bright/mean"] + e["eval/reward/red/mean"] for e in evals]
+    best_i = max(range(len(scores)), key=scores.__getitem__)
+    best = json.loads((run / "checkpoints" / "best" / "best.json").read_text())
+    assert best["epoch"] == evals[best_i]["epoch"] + 1 and best["score"] == pytest.approx(scores[best_i])
+    assert summary.best == best
+    assert evals[best_i].get("eval/best") is True
+    assert (run / "checkpoints" / "best" / "pytorch_lora_weights.safetensors").is_file()
+    assert not list((run / "checkpoints").glob(".tmp-*"))
+    # The best record travels in every checkpoint, so --resume compares against it.
+    meta = json.loads((list_checkpoints(run)[-1] / "trainer_state.json").read_text())
+    assert meta["best"] == best
+    more = apply_overrides(cfg, ["epochs=5"])
+    resumed = train(more, run, resume=True, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    last = [r for r in read_metrics(run) if r.get("eval")][-1]
+    new_score = last["eval/reward/bright/mean"] + last["eval/reward/red/mean"]
+    assert resumed.best["score"] == pytest.approx(max(best["score"], new_score))
+
+
+def test_keep_best_must_name_eval_metrics_and_needs_eval_clips(tmp_path):
+    with pytest.raises(ConfigError, match="eval metrics"):
+        train(tiny_config(tmp_path, num_eval_clips=2, keep_best="reward/total/mean"), tmp_path / "a", pipeline=_never)
+    with pytest.raises(ConfigError, match="num_eval_clips"):
+        train(tiny_config(tmp_path, keep_best="eval/reward/bright/mean"), tmp_path / "b", pipeline=_never)
+
+
+def test_a_split_slice_keeps_validation_prompts_apart_from_the_test_prompts():
+    from training.train import load_prompts
+
+    test = load_prompts("tinyworld:test")
+    assert load_prompts("tinyworld:test[100:]") == test[100:]
+    assert load_prompts("tinyworld:test[:32]") == test[:32]
+    with pytest.raises(ConfigError, match="selects no prompts"):
+        load_prompts("tinyworld:test[5000:]")
+    with pytest.raises(ConfigError, match="SPLIT"):
+        load_prompts("tinyworld:test[a:b]")
