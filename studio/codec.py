@@ -10,6 +10,9 @@ of 4 frames), 8× in space, ``z_dim`` = 16 channels. A 17×64×64 clip becomes (
   principal components (one basis for frame 0, one for the groups), then every channel is
   standardised with its own mean and std (per stream: frame 0 / groups). The flow model
   therefore sees latents with unit spread per channel, like Wan's normalised VAE latents.
+  ``latent_norm="global"`` divides all channels of a stream by one scale instead (unit mean
+  variance), keeping the PCA spectrum: with wide latents (64 channels) per-channel
+  normalisation blows the faint high-order components up to the same weight as the main ones.
 - Decoder: the exact linear inverse (PCA reconstruction, ``decode_linear``), plus a learned
   residual. Two kinds (``decoder_type``):
   - ``"refiner"``: a small full-resolution conv net that sees the linear frame, the
@@ -101,10 +104,13 @@ class TinyWorldCodec(ModelMixin, ConfigMixin):
         refiner_blocks: int = 2,
         decoder_type: str = "refiner",
         decoder_channels: tuple[int, ...] = (128, 64, 32, 16),
+        latent_norm: str = "channel",
     ):
         super().__init__()
         if decoder_type not in ("refiner", "upsample"):
             raise ValueError(f"decoder_type must be 'refiner' or 'upsample', got {decoder_type!r}")
+        if latent_norm not in ("channel", "global"):
+            raise ValueError(f"latent_norm must be 'channel' or 'global', got {latent_norm!r}")
         p, r = scale_factor_spatial, scale_factor_temporal
         d0, d1 = 3 * p * p, r * 3 * p * p
         # PCA bases and latent statistics: buffers, fitted by `fit`, saved with the weights.
@@ -164,7 +170,12 @@ class TinyWorldCodec(ModelMixin, ConfigMixin):
         z0 = (first - self.mean_first) @ self.basis_first.T
         z1 = (rest - self.mean_group) @ self.basis_group.T
         self.latent_mean.copy_(torch.stack([z0.reshape(-1, self.config.z_dim).mean(0), z1.reshape(-1, self.config.z_dim).mean(0)]))
-        self.latent_std.copy_(torch.stack([z0.reshape(-1, self.config.z_dim).std(0), z1.reshape(-1, self.config.z_dim).std(0)]))
+        std = torch.stack([z0.reshape(-1, self.config.z_dim).std(0), z1.reshape(-1, self.config.z_dim).std(0)])
+        if self.config.latent_norm == "global":
+            # One scale per stream (unit mean variance): the PCA spectrum survives, so the flow
+            # model's errors on the faint high-order components stay faint in pixels.
+            std = std.pow(2).mean(1, keepdim=True).sqrt().expand_as(std).clone()
+        self.latent_std.copy_(std)
 
     # ----------------------------------------------------------------- codec
     def encode(self, video: torch.Tensor) -> torch.Tensor:

@@ -328,6 +328,26 @@ def test_upsample_decoder_starts_linear_decodes_frame_subsets_and_round_trips(tm
         TinyWorldCodec(decoder_type="gan")
 
 
+def test_global_latent_norm_keeps_the_pca_spectrum_and_still_round_trips():
+    from studio.codec import TinyWorldCodec
+
+    g = torch.Generator().manual_seed(0)
+    pattern = torch.randn(1, 3, 5, 8, 8, generator=g).repeat(1, 1, 1, 2, 2)  # one direction in every patch
+    video = 0.6 * torch.randn(8, 1, 1, 1, 1, generator=g) * pattern + 0.2 * torch.randn(8, 3, 5, 16, 16, generator=g)
+    per_channel, global_ = TinyWorldCodec(z_dim=4), TinyWorldCodec(z_dim=4, latent_norm="global")
+    per_channel.fit(video)
+    global_.fit(video)
+    z_c, z_g = per_channel.encode(video), global_.encode(video)
+    std_c = z_c[:, :, 1:].std(dim=(0, 2, 3, 4))  # group stream, per channel
+    std_g = z_g[:, :, 1:].std(dim=(0, 2, 3, 4))
+    torch.testing.assert_close(std_c, torch.ones(4), atol=0.02, rtol=0.02)
+    assert std_g[0] > 1.2 * std_g[-1]  # spectrum kept, largest first
+    assert float(std_g.pow(2).mean()) == pytest.approx(1.0, rel=0.02)
+    torch.testing.assert_close(global_.encode(global_.decode_linear(z_g)), z_g, atol=1e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="latent_norm"):
+        TinyWorldCodec(latent_norm="none")
+
+
 def test_codec_round_trip_of_the_eval_gives_uint8_clips_close_to_the_input():
     """eval_generator's codec ceiling: renders through the pipeline's own codec and back."""
     from diffusers import FlowMatchEulerDiscreteScheduler

@@ -63,6 +63,7 @@ class PretrainConfig:
     # latent codec
     z_dim: int = 16
     codec_fit_clips: int = 2000  # clips used to fit the PCA bases
+    codec_latent_norm: str = "channel"  # "channel" (each PCA channel to unit std) or "global" (one scale per stream)
     # text encoder (tiny UMT5) and tokenizer
     max_sequence_length: int = 64  # text tokens (words)
     text_dim: int = 64
@@ -159,7 +160,7 @@ def fit_codec(cfg: PretrainConfig) -> None:
     data = cfg.path("data")
     clips = np.load(data / "clips.npy", mmap_mode="r")
     t0 = time.time()
-    codec = TinyWorldCodec(z_dim=cfg.z_dim)
+    codec = TinyWorldCodec(z_dim=cfg.z_dim, latent_norm=cfg.codec_latent_norm)
     rng = np.random.default_rng(cfg.seed)
     fit_idx = np.sort(rng.choice(len(clips), size=min(cfg.codec_fit_clips, len(clips)), replace=False))
     codec.fit(TinyWorldCodec.frames_to_video(np.asarray(clips[fit_idx])))
