@@ -273,10 +273,30 @@ def resolve_resume(run_dir: Path, resume: str | bool | None) -> Path | None:
     return Path(resume)
 
 
+def write_lora(out_dir: Path, transformer, ema) -> None:
+    """The adapter in diffusers LoRA format (EMA weights when there is an EMA) into out_dir."""
+    from diffusers.loaders import WanLoraLoaderMixin
+    from peft import get_peft_model_state_dict
+
+    with ema.swapped_in() if ema is not None else contextlib.nullcontext():
+        lora_sd = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
+    WanLoraLoaderMixin.save_lora_weights(str(out_dir), transformer_lora_layers=lora_sd, weight_name=LORA_WEIGHT_NAME)
+
+
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Put the finished folder tmp at final; an existing final is moved aside first, then deleted."""
+    if final.exists():
+        old = final.parent / f".old-{final.name}-{os.getpid()}"
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
 def save_checkpoint(run_dir: Path, state: dict, transformer, lora_params: dict, ema, optimizer, keep_last: int) -> Path:
     """Write checkpoint-<epoch> into a temporary folder, then rename it into place; prune old ones."""
     import torch
-    from peft import get_peft_model_state_dict
     from safetensors.torch import save_file
 
     root = Path(run_dir) / "checkpoints"
@@ -287,12 +307,7 @@ def save_checkpoint(run_dir: Path, state: dict, transformer, lora_params: dict, 
     tmp.mkdir()
 
     # The shipped LoRA carries the EMA weights (used for evaluation); the raw ones go to trainer state.
-    swap = ema.swapped_in() if ema is not None else contextlib.nullcontext()
-    with swap:
-        lora_sd = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
-    from diffusers.loaders import WanLoraLoaderMixin
-
-    WanLoraLoaderMixin.save_lora_weights(str(tmp), transformer_lora_layers=lora_sd, weight_name=LORA_WEIGHT_NAME)
+    write_lora(tmp, transformer, ema)
 
     tensors = {f"lora/{n}": p.detach().cpu().contiguous() for n, p in lora_params.items()}
     if ema is not None:
@@ -315,13 +330,7 @@ def save_checkpoint(run_dir: Path, state: dict, transformer, lora_params: dict, 
         files={name: _sha256(tmp / name) for name in (LORA_WEIGHT_NAME, STATE_TENSORS)},
     )
     atomic_write_text(tmp / STATE_JSON, json.dumps(meta, indent=1))
-    if final.exists():
-        old = root / f".old-{final.name}-{os.getpid()}"
-        os.replace(final, old)
-        os.replace(tmp, final)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, final)
+    replace_dir(tmp, final)
     for stale in list_checkpoints(run_dir)[:-keep_last]:
         shutil.rmtree(stale, ignore_errors=True)
     return final
@@ -482,22 +491,13 @@ def best_score(keep_best: str, record: dict) -> float | None:
 
 def save_best(run_dir: Path, transformer, ema, best: dict) -> Path:
     """checkpoints/best <- the current (EMA) LoRA and best.json, replaced atomically."""
-    from diffusers.loaders import WanLoraLoaderMixin
-    from peft import get_peft_model_state_dict
-
     root = Path(run_dir) / "checkpoints"
     final, tmp = root / "best", root / f".tmp-best-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with ema.swapped_in() if ema is not None else contextlib.nullcontext():
-        lora_sd = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
-    WanLoraLoaderMixin.save_lora_weights(str(tmp), transformer_lora_layers=lora_sd, weight_name=LORA_WEIGHT_NAME)
+    write_lora(tmp, transformer, ema)
     atomic_write_text(tmp / "best.json", json.dumps(best, indent=1))
-    old = root / f".old-best-{os.getpid()}"
-    if final.exists():
-        os.replace(final, old)
-    os.replace(tmp, final)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(tmp, final)
     return final
 
 
