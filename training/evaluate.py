@@ -231,6 +231,15 @@ def run_info(lora: Path) -> dict:
     folder = lora if lora.is_dir() else lora.parent
     info: dict = {"train_minutes": None, "config": None}
     state = folder / "trainer_state.json"
+    best = folder / "best.json"  # checkpoints/best: the LoRA chosen on validation during the run
+    if best.is_file():
+        meta = json.loads(best.read_text(encoding="utf-8"))
+        if meta.get("elapsed_seconds") is not None:
+            info["train_minutes"] = float(meta["elapsed_seconds"]) / 60.0
+        elif (folder.parent.parent / "metrics.jsonl").is_file():  # runs before best.json kept the time
+            rows = [json.loads(x) for x in (folder.parent.parent / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+            seconds = [r["seconds"] for r in rows if r.get("seconds") is not None and r.get("epoch", 1e9) < meta["epoch"]]
+            info["train_minutes"] = float(max(seconds)) / 60.0 if seconds else None
     if state.is_file():
         meta = json.loads(state.read_text(encoding="utf-8"))
         if meta.get("elapsed_seconds") is not None:

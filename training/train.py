@@ -740,7 +740,8 @@ def train(
                     eval_record.update(attribute_watch(cfg.scorer, eval_prompts, clips))
                     score = best_score(cfg.keep_best, eval_record) if cfg.keep_best else None
                     if score is not None and (best is None or score > best["score"]):
-                        best = {"score": score, "epoch": epoch + 1, "step": global_step, "metric": cfg.keep_best}
+                        best = {"score": score, "epoch": epoch + 1, "step": global_step, "metric": cfg.keep_best,
+                                "elapsed_seconds": elapsed + time.perf_counter() - t_epoch}
                         save_best(out_dir, transformer, ema, best)
                         eval_record["eval/best"] = True
                     timing["eval"] = time.perf_counter() - t0

@@ -235,6 +235,14 @@ def test_lora_paths_labels_and_train_minutes(lora_run, tmp_path):
     (run / "checkpoints" / "checkpoint-000001").mkdir(parents=True)
     (run / "metrics.jsonl").write_text(json.dumps({"epoch": 0, "seconds": 30.0}) + "\n" + json.dumps({"epoch": 1, "seconds": 90.0}) + "\n")
     assert E.run_info(run / "checkpoints" / "checkpoint-000001")["train_minutes"] == pytest.approx(1.5)
+    # checkpoints/best: the time at which it was chosen, not the run's total
+    best = run / "checkpoints" / "best"
+    best.mkdir()
+    (best / "best.json").write_text(json.dumps({"epoch": 1, "score": 1.0, "elapsed_seconds": 42.0}))
+    assert E.run_info(best)["train_minutes"] == pytest.approx(0.7)
+    (best / "best.json").write_text(json.dumps({"epoch": 1, "score": 1.0}))  # older runs: from metrics.jsonl
+    assert E.run_info(best)["train_minutes"] == pytest.approx(0.5)
+    assert E.run_info(best)["config"] is None and E.lora_label(best) == "r2@best"
     with pytest.raises(FileNotFoundError):
         E.resolve_lora_dir(tmp_path / "missing")
 

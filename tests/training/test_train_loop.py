@@ -240,6 +240,9 @@ def test_keep_best_holds_the_lora_of_the_best_eval_and_survives_resume(tmp_path)
     best_i = max(range(len(scores)), key=scores.__getitem__)
     best = json.loads((run / "checkpoints" / "best" / "best.json").read_text())
     assert best["epoch"] == evals[best_i]["epoch"] + 1 and best["score"] == pytest.approx(scores[best_i])
+    # Its training time: past the previous epochs' time, within its own epoch's.
+    seconds = {r["epoch"]: r["seconds"] for r in read_metrics(run) if "seconds" in r}
+    assert seconds.get(best["epoch"] - 2, 0.0) < best["elapsed_seconds"] <= seconds[best["epoch"] - 1]
     assert summary.best == best
     assert evals[best_i].get("eval/best") is True
     assert (run / "checkpoints" / "best" / "pytorch_lora_weights.safetensors").is_file()
