@@ -111,12 +111,29 @@ class TrainingService:
                 pass
         return str(SHIPPED_LORA) if SHIPPED_LORA.is_file() else None
 
+    def checkpoint_choices(self, name: str) -> list[tuple[str, str]]:
+        """(label, path) of a run's LoRA checkpoints for a picker: the validation-chosen best first
+        (keep_best), then the rest newest first."""
+        ckpts = self.jobs.checkpoints(name)
+        best = [p for p in ckpts if p.parent.name == "best"]
+        rest = [p for p in reversed(ckpts) if p.parent.name != "best"]
+        out = []
+        for p in best:
+            try:
+                meta = json.loads((p.parent / "best.json").read_text())
+                out.append((f"best (epoch {meta.get('epoch')}, score {float(meta.get('score')):.3f})", str(p)))
+            except (OSError, ValueError, TypeError):
+                out.append(("best", str(p)))
+        out += [(p.parent.name, str(p)) for p in rest]
+        return out
+
     def use_checkpoint(self, name: str, checkpoint: str | None = None) -> str:
-        """Put a run's checkpoint (default: its newest) in the tuned slot."""
+        """Put a run's checkpoint in the tuned slot (default: the best one on validation when the run
+        kept one, else its newest)."""
         ckpts = self.jobs.checkpoints(name)
         if not ckpts:
             raise ValueError(f"run {name!r} has no LoRA checkpoint yet")
-        path = Path(checkpoint) if checkpoint else ckpts[-1]
+        path = Path(checkpoint) if checkpoint else Path(self.checkpoint_choices(name)[0][1])
         if path.resolve() not in [c.resolve() for c in ckpts]:
             raise ValueError(f"{checkpoint} is not a checkpoint of run {name!r}")
         atomic_write_json(self._slot_file, {"lora": str(path), "run": name, "set_at": time.time()})

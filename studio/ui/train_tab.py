@@ -49,7 +49,9 @@ def build_train_tab(service: TrainingService) -> None:
             with gr.Row():
                 cancel = gr.Button("Cancel")
                 resume = gr.Button("Resume")
-                use = gr.Button("Load into tuned slot", variant="secondary")
+            with gr.Row():
+                checkpoint = gr.Dropdown([], label="Checkpoint (best on validation first)", scale=3)
+                use = gr.Button("Load into tuned slot", variant="secondary", scale=1)
             slot = gr.Textbox(label="Tuned slot", value=service.tuned_lora() or "(none)", interactive=False)
     with gr.Row():
         reward_plot = gr.Plot(label="Rewards")
@@ -81,17 +83,19 @@ def build_train_tab(service: TrainingService) -> None:
         names = [r[0] for r in table()]
         return table(), gr.Dropdown(choices=names, value=state["name"]), service.verdict(p, _knobs(vals), ex)
 
-    def on_refresh(run):
+    def on_refresh(run, ckpt=None):
         rows = table()
         names = [r[0] for r in rows]
         if not run:
-            return rows, gr.Dropdown(choices=names), None, None, "", []
+            return rows, gr.Dropdown(choices=names), None, None, "", [], gr.Dropdown(choices=[])
         try:
             st = service.status(run)
+            choices = service.checkpoint_choices(run)
         except (KeyError, ValueError) as e:
-            return rows, gr.Dropdown(choices=names), None, None, str(e), []
+            return rows, gr.Dropdown(choices=names), None, None, str(e), [], gr.Dropdown(choices=[])
         return (rows, gr.Dropdown(choices=names, value=run), curves_figure(st["metrics"], CURVES["rewards"], "Rewards"),
-                curves_figure(st["metrics"], CURVES["policy"], "Policy"), st["log"], st["samples"])
+                curves_figure(st["metrics"], CURVES["policy"], "Policy"), st["log"], st["samples"],
+                gr.Dropdown(choices=choices, value=ckpt if ckpt in [c[1] for c in choices] else None))
 
     def on_cancel(run, pw, profile: gr.OAuthProfile | None = None):
         _guard(pw, profile)
@@ -109,10 +113,10 @@ def build_train_tab(service: TrainingService) -> None:
             raise gr.Error(str(e)) from None
         return table()
 
-    def on_use(run, pw, profile: gr.OAuthProfile | None = None):
+    def on_use(run, ckpt, pw, profile: gr.OAuthProfile | None = None):
         _guard(pw, profile)
         try:
-            path = service.use_checkpoint(run)
+            path = service.use_checkpoint(run, ckpt or None)
         except (KeyError, ValueError) as e:
             raise gr.Error(str(e)) from None
         gr.Info(f"Tuned slot now uses {path}")
@@ -126,12 +130,12 @@ def build_train_tab(service: TrainingService) -> None:
     check.click(on_check, [preset, extra, *knobs], verdict, api_name=False)
     preset.change(on_preset, [preset, extra], [*knobs, verdict], api_name=False)
     start.click(on_start, [name, preset, extra, password, *knobs], [runs, selected, verdict], api_name=False)
-    outs = [runs, selected, reward_plot, policy_plot, log, samples]
-    timer.tick(on_refresh, selected, outs, api_name=False, show_progress="hidden")
+    outs = [runs, selected, reward_plot, policy_plot, log, samples, checkpoint]
+    timer.tick(on_refresh, [selected, checkpoint], outs, api_name=False, show_progress="hidden")
     selected.change(on_refresh, selected, outs, api_name=False)
     cancel.click(on_cancel, [selected, password], runs, api_name=False)
     resume.click(on_resume, [selected, password], runs, api_name=False)
-    use.click(on_use, [selected, password], slot, api_name=False)
+    use.click(on_use, [selected, checkpoint, password], slot, api_name=False)
 
     # --- API (gradio_client): plain JSON in and out; starting, cancelling and loading need admin rights.
     def train_start(name: str, preset: str = "tinyworld-cpu", overrides: str = "", password: str = "",

@@ -99,3 +99,8 @@ def test_a_tiny_training_run_starts_from_the_tab_and_its_curve_appears(page, stu
         studio["services"].training.jobs.log_tail("e2e-run")
     page.wait_for_timeout(3000)  # a timer tick redraws the curves
     assert page.locator(".js-plotly-plot .scatterlayer .trace").count() > 0
+    # Its checkpoint goes into the tuned slot from the tab.
+    page.get_by_role("button", name="Load into tuned slot").click()
+    slot = page.get_by_label("Tuned slot")
+    page.wait_for_function("(el) => el.value.includes('e2e-run')", arg=slot.element_handle(), timeout=15000)
+    assert studio["services"].training.tuned_lora().endswith("pytorch_lora_weights.safetensors")

@@ -1,5 +1,7 @@
 """UI handlers are plain functions: tested here without a browser."""
 
+import os
+
 import pytest
 
 from studio.admin import check_admin
@@ -53,6 +55,24 @@ def test_tuned_slot_only_accepts_a_runs_own_checkpoints(tmp_path):
     with pytest.raises(ValueError, match="not a checkpoint"):
         svc.use_checkpoint("r", str(tmp_path / "elsewhere.safetensors"))
     assert TrainingService(tmp_path).tuned_lora() == str(lora)  # survives a restart
+
+
+def test_the_best_checkpoint_on_validation_is_offered_first_and_loaded_by_default(tmp_path):
+    svc = TrainingService(tmp_path)
+    run = svc.jobs.runs_dir / "r"
+    (run / "job.json").parent.mkdir(parents=True)
+    (run / "job.json").write_text('{"name": "r", "preset": "tinyworld-cpu", "status": "finished"}')
+    paths = {}
+    for i, folder in enumerate(["checkpoint-000010", "best", "checkpoint-000020"]):
+        (run / "checkpoints" / folder).mkdir(parents=True)
+        paths[folder] = run / "checkpoints" / folder / "pytorch_lora_weights.safetensors"
+        paths[folder].write_bytes(b"x")
+        os.utime(paths[folder], (1000 + i, 1000 + i))
+    (run / "checkpoints" / "best" / "best.json").write_text('{"epoch": 10, "score": 0.8836}')
+    choices = svc.checkpoint_choices("r")
+    assert [c[0] for c in choices] == ["best (epoch 10, score 0.884)", "checkpoint-000020", "checkpoint-000010"]
+    assert svc.use_checkpoint("r") == str(paths["best"])
+    assert svc.use_checkpoint("r", str(paths["checkpoint-000010"])) == str(paths["checkpoint-000010"])
 
 
 def test_admin_rights_only_matter_when_the_studio_is_exposed(monkeypatch):
