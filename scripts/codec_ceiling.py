@@ -6,6 +6,7 @@ CLIP scorer exactly as training/eval_generator.py does. This is the ceiling a pe
 in that latent space could reach; docs/generator.md uses it to choose the next latent space.
 
     python -m scripts.codec_ceiling --data data/tinyworld_dec --z-dims 16 32 64
+    python -m scripts.codec_ceiling --codec runs/generator/codec_vae   # a trained codec, as it is
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--fit-clips", type=int, default=1500)
     ap.add_argument("--z-dims", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--num-prompts", type=int, default=120)
+    ap.add_argument("--codec", action="append", default=[], type=Path,
+                    help="a trained codec folder (save_pretrained) judged through encode -> decode; repeatable")
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -38,23 +41,34 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from training.eval_generator import attribute_accuracy, judge_attributes, test_rows
 
     clips_file = args.data / "clips.npy"
-    if not clips_file.is_file():
+    if args.codec:
+        args.z_dims = []  # judge the given codecs only
+    elif not clips_file.is_file():
         raise SystemExit(f"{clips_file} not found: run `python -m training.pretrain_generator render --data-dir {args.data}`")
     rows = test_rows(args.num_prompts)
     renders = np.stack([render_scene(scene_of(r), 17, 64, 64)["frames"] for r in rows])
     video = TinyWorldCodec.frames_to_video(renders)
-    fit = TinyWorldCodec.frames_to_video(np.asarray(np.load(clips_file, mmap_mode="r")[: args.fit_clips]))
     scorer = load_scorer("tinyworld")
     out = []
-    for z_dim in args.z_dims:
+
+    def pca(z_dim: int):
         codec = TinyWorldCodec(z_dim=z_dim)
-        codec.fit(fit)
+        codec.fit(TinyWorldCodec.frames_to_video(np.asarray(np.load(clips_file, mmap_mode="r")[: args.fit_clips])))
+        return {"z_dim": z_dim}, lambda z: codec.decode_linear(z), codec
+
+    def trained(folder: Path):
+        if not (folder / "config.json").is_file():
+            raise SystemExit(f"{folder}: not a saved codec (no config.json)")
+        codec = TinyWorldCodec.from_pretrained(folder).eval()
+        return {"codec": str(folder), "z_dim": codec.config.z_dim}, lambda z: codec.decode(z).sample, codec
+
+    for label, decode, codec in [pca(z) for z in args.z_dims] + [trained(f) for f in args.codec]:
         with torch.no_grad():
-            rec = codec.decode_linear(codec.encode(video)).clamp(-1, 1)
+            rec = decode(codec.encode(video)).clamp(-1, 1)
         frames = ((rec + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
         c_idx, s_idx = judge_attributes(scorer, list(frames))
         acc = attribute_accuracy(rows, c_idx, s_idx)
-        row = {"z_dim": z_dim, "psnr_db": round(10 * math.log10(4.0 / ((rec - video) ** 2).mean().item()), 2),
+        row = {**label, "psnr_db": round(10 * math.log10(4.0 / ((rec - video) ** 2).mean().item()), 2),
                **{k: acc[k] for k in ("color_single", "shape_single", "shape_any", "single_object_n")}}
         print(json.dumps(row), flush=True)
         out.append(row)

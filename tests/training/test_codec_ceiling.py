@@ -23,3 +23,19 @@ def test_wider_latents_reconstruct_better_and_report_the_judge(tmp_path):
 def test_missing_clips_names_the_render_command(tmp_path):
     with pytest.raises(SystemExit, match="pretrain_generator render"):
         main(["--data", str(tmp_path)])
+
+
+def test_a_trained_codec_is_judged_as_saved(tmp_path):
+    import torch
+
+    from studio.codec import TinyWorldCodec
+
+    codec = TinyWorldCodec(z_dim=4, decoder_type="upsample", encoder_type="conv",
+                           decoder_channels=(8, 8, 8, 8), encoder_channels=(8, 8, 8, 8))
+    codec.fit(torch.rand(2, 3, 17, 64, 64) * 2 - 1)
+    codec.save_pretrained(tmp_path / "vae")
+    rows = main(["--codec", str(tmp_path / "vae"), "--num-prompts", "6"])
+    assert len(rows) == 1 and rows[0]["codec"] == str(tmp_path / "vae") and rows[0]["z_dim"] == 4
+    assert 0.0 <= rows[0]["shape_single"] <= 1.0
+    with pytest.raises(SystemExit, match="not a saved codec"):
+        main(["--codec", str(tmp_path)])
