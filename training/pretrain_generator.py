@@ -464,6 +464,21 @@ def _decoder_loss(out, target):
     return l1 + 0.5 * ((dx(out) - dx(target)).abs().mean() + (dy(out) - dy(target)).abs().mean())
 
 
+def _timed_step(opt, params, loss, base_lr: float, step: int, frac: float, warmup: int = 100) -> float:
+    """One clipped optimizer step at a linear warm-up then cosine-over-the-wall-clock-budget rate
+    (``frac``: share of the budget used), down to 5 % of ``base_lr``. Returns the rate used."""
+    import torch
+
+    lr = base_lr * min(1.0, (step + 1) / warmup) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    return lr
+
+
 def train_decoder(cfg: PretrainConfig) -> dict:
     """Train the "upsample" decoder for the generator at ``cfg.decoder_generator``; save the codec."""
     import torch
@@ -521,13 +536,7 @@ def train_decoder(cfg: PretrainConfig) -> dict:
             linear = codec.decode_linear(z)[:, :, frames]
         out = codec.refine(z, linear, frames)
         loss = _decoder_loss(out, target)
-        lr = cfg.decoder_lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (time.time() - t0) / total))))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        lr = _timed_step(opt, params, loss, cfg.decoder_lr, step, (time.time() - t0) / total)
         step += 1
         if step % 20 == 0:
             log.write(json.dumps({"step": step, "loss": loss.item(), "lr": lr, "elapsed_s": round(time.time() - t0, 1)}) + "\n")
@@ -586,13 +595,7 @@ def train_vae(cfg: PretrainConfig) -> dict:
         rec = _decoder_loss(out, video[:, :, frames])
         kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
         loss = rec + cfg.vae_kl * kl
-        lr = cfg.vae_lr * min(1.0, (step + 1) / 100) * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, (time.time() - t0) / total))))
-        for g in opt.param_groups:
-            g["lr"] = lr
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        lr = _timed_step(opt, params, loss, cfg.vae_lr, step, (time.time() - t0) / total)
         step += 1
         if step % 20 == 0:
             log.write(json.dumps({"step": step, "loss": loss.item(), "rec": rec.item(), "kl": kl.item(), "lr": lr,
