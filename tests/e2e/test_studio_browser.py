@@ -101,6 +101,6 @@ def test_a_tiny_training_run_starts_from_the_tab_and_its_curve_appears(page, stu
     assert page.locator(".js-plotly-plot .scatterlayer .trace").count() > 0
     # Its checkpoint goes into the tuned slot from the tab.
     page.get_by_role("button", name="Load into tuned slot").click()
-    slot = page.get_by_label("Tuned slot")
+    slot = page.get_by_role("textbox", name="Tuned slot", exact=True)
     page.wait_for_function("(el) => el.value.includes('e2e-run')", arg=slot.element_handle(), timeout=15000)
     assert studio["services"].training.tuned_lora().endswith("pytorch_lora_weights.safetensors")
