@@ -41,13 +41,18 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CACHE_VERSION = 1  # bump when what a cached record holds changes
+CACHE_VERSION = 2  # bump when what a cached record holds changes
 
 TABLE_METRICS = ("depth_consistency_l1", "recon_psnr", "trajectory_error_deg", "clip_score",
                  "s_recon", "s_meta", "s_traj", "r_gen")
-LOWER_IS_BETTER = {"depth_consistency_l1", "trajectory_error_deg"}
 ATTRIBUTE_METRICS = ("color_correct", "shape_correct")
 DYNAMIC_METRICS = ("motion_absdiff", "motion_flow_px", "clip_score")
+# Camera adherence move by move: single-move clauses whole, and each move of a two-move clause
+# on its own half of the clip (studio.geometry.metrics.move_trajectory_errors).
+CLAUSE_METRICS = ("trajectory_error_single_deg", "trajectory_error_move1_deg", "trajectory_error_move2_deg")
+LOWER_IS_BETTER = {"depth_consistency_l1", "trajectory_error_deg", *CLAUSE_METRICS}
+CLAUSE_LABELS = {"trajectory_error_single_deg": "single move", "trajectory_error_move1_deg": "two moves: 1st",
+                 "trajectory_error_move2_deg": "two moves: 2nd"}
 CONTACT_FRAMES = (0, 4, 8, 12, 16)
 
 
@@ -174,7 +179,21 @@ def measure_clip(frames: np.ndarray, prompt: str, estimator: str, scorer_name: s
             if scorer is not None:
                 record["r_gen"] = R.r_gen([prompt], [frames], **ctx)[0]
             record["warnings"] = list(analysis.warnings)
+            record.update(clause_records(analysis, prompt))
     return record, analysis
+
+
+def clause_records(analysis, prompt: str) -> dict:
+    """CLAUSE_METRICS of one clip: which of the clause's moves the estimated camera path follows."""
+    from studio.geometry import _focus
+    from studio.geometry.metrics import move_trajectory_errors
+
+    errors = move_trajectory_errors(analysis.c2w, prompt, unit_length=_focus(analysis.depth))
+    if not errors:
+        return {}
+    if len(errors) == 1:
+        return {"trajectory_error_single_deg": errors[0]}
+    return {f"trajectory_error_move{k + 1}_deg": e for k, e in enumerate(errors[:2])}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -595,6 +614,24 @@ def markdown_report(res: dict) -> str:
                          f"| {_fmt_ci(c['diff'], c['ci'], 2)} | {_fmt_ci(sh['diff'], sh['ci'], 2)} | {attr['n_clips'][label]} |")
         lines.append("")
 
+    clauses = (res.get("clauses") or {}).get("summary") or {}
+    if clauses:
+        lines += ["## Camera adherence move by move", "",
+                  "Trajectory error (°, ↓) of single-move clauses, and of each move of a two-move clause "
+                  "measured on its own half of the clip (its segment re-expressed to its own first pose). "
+                  "Mean [95 % CI] per system; Δ vs the baseline, paired per prompt.", "",
+                  "| system | " + " | ".join(CLAUSE_LABELS[m] for m in CLAUSE_METRICS) + " |",
+                  "|---|" + "---|" * len(CLAUSE_METRICS)]
+        for label, per in clauses.items():
+            cells = []
+            for m in CLAUSE_METRICS:
+                s = per[m]
+                own = _fmt_ci(*_own(s, label == base), 1)
+                cells.append(own + ("" if label == base else f"; Δ {_fmt_ci(s['diff'], s['ci'], 1)}"))
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        n_single, n_two = (clauses[base][m]["n_baseline"] for m in CLAUSE_METRICS[:2])
+        lines += ["", f"n prompts: {n_single} single-move, {n_two} two-move.", ""]
+
     dyn = res.get("dynamic") or {}
     if dyn:
         lines += [f"## Dynamic split ({dyn['n_prompts']} prompts from `{dyn['prompts']}`, R_3D off in training)", "",
@@ -711,6 +748,8 @@ def run(args, argv: list[str]) -> dict:
                       "n_clips": {k: len(v) for k, v in attr_records.items()},
                       "note": "Judge: top-1 of 'a photo of a {colour} object' / 'a photo of a {shape}' over frames 0, 4, 8, 12, 16."}
 
+    clauses = {"summary": summarise(records, base, others, CLAUSE_METRICS, len(rows), args.n_boot, args.boot_seed)}
+
     dynamic = None
     if args.n_dynamic > 0 and args.dynamic_prompts:
         drows = load_rows(args.dynamic_prompts, args.n_dynamic)
@@ -734,7 +773,7 @@ def run(args, argv: list[str]) -> dict:
         "command": command, "train_minutes": train_minutes, "n_prompts": len(rows), "seeds": list(args.seeds),
         "prompts": args.prompts, "baseline": base, "main": main, "settings": {"generation": settings.generation(),
         "estimator": settings.estimator, "scorer": settings.scorer}, "n_boot": args.n_boot, "boot_seed": args.boot_seed,
-        "systems": [asdict(s) for s in systems], "summary": summary, "attributes": attributes,
+        "systems": [asdict(s) for s in systems], "summary": summary, "attributes": attributes, "clauses": clauses,
         "dynamic": {k: v for k, v in dynamic.items() if k != "records"} if dynamic else None,
         "failed": {k: sum(1 for r in v if r.get("analysis_failed")) for k, v in records.items()},
         "cache": {"root": str(args.cache), "hits": cache.hits, "misses": cache.misses},
@@ -746,6 +785,7 @@ def run(args, argv: list[str]) -> dict:
         table = {m: summary[label][m] for m in TABLE_METRICS}
         if attributes:
             table.update({f"attr/{m}": attributes["summary"][label][m] for m in ATTRIBUTE_METRICS})
+        table.update({f"clause/{m}": clauses["summary"][label][m] for m in CLAUSE_METRICS})
         if dynamic:
             table.update({f"dynamic/{m}": dynamic["summary"][label][m] for m in DYNAMIC_METRICS})
         return table

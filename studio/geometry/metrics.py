@@ -261,6 +261,41 @@ def trajectory_error_deg(cmp: dict) -> float:
     return cmp["mean_rotation_error_deg"] + (cmp["translation_direction_error_deg"] or 0.0)
 
 
+def move_segments(num_moves: int, num_frames: int) -> list[tuple[int, int]]:
+    """(first, last) frame spanning each move's share of the clip, as camera_trajectory lays them out.
+
+    Move k runs over u = f / (F - 1) in [k / n, (k + 1) / n]; the span is widened to whole frames,
+    so neighbouring spans share the frame at (or just past) their boundary.
+    """
+    if num_moves < 1 or num_frames < 2:
+        raise ValueError(f"need at least 1 move and 2 frames, got {num_moves} and {num_frames}")
+    last = num_frames - 1
+    return [(int(np.floor(k * last / num_moves + 1e-9)), int(np.ceil((k + 1) * last / num_moves - 1e-9)))
+            for k in range(num_moves)]
+
+
+def move_trajectory_errors(pred_c2w: np.ndarray, prompt: str | None, unit_length: float = 1.0) -> list[float] | None:
+    """trajectory_error_deg of each move of the prompt's camera clause, on its own share of the frames.
+
+    Why: the whole-clip error of "orbit left, then push in" does not say which move the clip
+    missed; each segment is re-expressed to its own first pose and compared on its own.
+    """
+    from studio.camera import parse_camera_motion
+
+    moves = parse_camera_motion(prompt) if prompt else None
+    if not moves:
+        return None
+    pred = np.asarray(pred_c2w, np.float64)
+    target = target_trajectory(prompt, len(pred))
+    errors = []
+    for a, b in move_segments(len(moves), len(pred)):
+        if b - a < 1:
+            errors.append(float("nan"))
+            continue
+        errors.append(trajectory_error_deg(compare_trajectories(pred[a:b + 1], target[a:b + 1], unit_length)))
+    return errors
+
+
 # World-R1's constants (the 1 in max(L/(N-1), 1), the 3 in exp(-L/3)) are in its units, where the
 # scene plane sits at depth 1000; our paths are in units of the focus distance.
 WORLD_R1_UNITS = 1000.0

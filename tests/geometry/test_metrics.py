@@ -185,3 +185,26 @@ def test_smoothness_of_a_shaking_camera_matches_the_jerk_by_hand():
     assert sm["trajectory_jerk_rel"] == pytest.approx(4 * 0.03 / 3.0, rel=1e-9)
     assert sm["trajectory_smoothness"] == pytest.approx(np.exp(-0.04 / M.JERK_REL), rel=1e-6)
     assert M.trajectory_smoothness(c2w[:3])["trajectory_smoothness"] is None   # needs 4 frames
+
+
+def test_move_segments_follow_the_layout_of_camera_trajectory():
+    assert M.move_segments(1, 17) == [(0, 16)]
+    assert M.move_segments(2, 17) == [(0, 8), (8, 16)]       # frame 8 is where the first move ends
+    assert M.move_segments(3, 17) == [(0, 6), (5, 11), (10, 16)]
+    with pytest.raises(ValueError):
+        M.move_segments(0, 17)
+
+
+def test_move_trajectory_errors_say_which_move_of_a_compound_clause_was_missed():
+    prompt = "Camera orbit left, then push in. A red cube."
+    target = camera_trajectory(["orbit_left", "push_in"], 17)
+    assert M.move_trajectory_errors(target, prompt) == pytest.approx([0.0, 0.0], abs=1e-6)
+    # A clip that orbits as asked but then pulls out: the first move is right, the second is 180 degrees off.
+    wrong_second = camera_trajectory(["orbit_left", "pull_out"], 17)
+    first, second = M.move_trajectory_errors(wrong_second, prompt)
+    assert first == pytest.approx(0.0, abs=1e-6)
+    assert second == pytest.approx(180.0, abs=1e-6)
+    # The whole-clip error mixes both moves and sits in between.
+    whole = M.trajectory_error_deg(M.compare_trajectories(wrong_second, target))
+    assert 0.0 < whole < 180.0
+    assert M.move_trajectory_errors(target, "A red cube.") is None

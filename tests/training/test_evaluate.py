@@ -13,7 +13,7 @@ from training import noise_floor as NF
 
 PROMPTS = ["Camera move left. A red cube on a checkered floor.",
            "Camera push in. A blue sphere on a checkered floor.",
-           "Camera orbit right. A red sphere on a checkered floor."]
+           "Camera orbit right, then push in. A red sphere on a checkered floor."]
 DYNAMIC = ["Camera move right. A blue cube on a checkered floor."]
 TINY_CLIP = {
     "embed_dim": 16,
@@ -83,6 +83,25 @@ def test_motion_magnitude_is_zero_for_a_frozen_clip_and_tracks_a_shift():
 # ---------------------------------------------------------------------------------------------
 # Trajectory checks of the noise-floor study
 # ---------------------------------------------------------------------------------------------
+def test_clause_records_split_a_two_move_clause_and_find_the_missed_move():
+    from studio.geometry import analyze
+    from studio.tinyworld import render_clip
+
+    asked = "Camera move left, then push in. A red cube on a checkered floor."
+    rc = render_clip(asked, num_frames=9, height=32, width=32, seed=0)
+    a = analyze(rc.frames, asked, estimator="ground-truth", depth=rc.depth, K=rc.K, clip_scorer=None)
+    right = E.clause_records(a, asked)
+    assert set(right) == {"trajectory_error_move1_deg", "trajectory_error_move2_deg"}
+    assert max(right.values()) < 10.0
+    # the same clip judged against "move left, then pull out": the first move is still right,
+    # the second is the opposite direction of travel
+    wrong = E.clause_records(a, "Camera move left, then pull out. A red cube on a checkered floor.")
+    assert wrong["trajectory_error_move1_deg"] == pytest.approx(right["trajectory_error_move1_deg"])
+    assert wrong["trajectory_error_move2_deg"] > 150.0
+    assert set(E.clause_records(a, PROMPTS[0])) == {"trajectory_error_single_deg"}
+    assert E.clause_records(a, "A red cube on a checkered floor.") == {}
+
+
 def test_wrong_moves_are_the_opposite_clause():
     assert NF.wrong_moves(["orbit_left", "push_in"]) == ["orbit_right", "pull_out"]
     assert NF.wrong_moves(["tilt_down", "fixed"]) == ["tilt_up", "fixed"]
@@ -190,12 +209,16 @@ def test_evaluate_end_to_end_json_shape_outputs_and_cache(model_dir, lora_run, t
         assert entry["ci"][0] <= entry["diff"] <= entry["ci"][1]
     for name in ("attr/color_correct", "attr/shape_correct", "dynamic/motion_absdiff", "dynamic/motion_flow_px"):
         assert set(result["metrics"][name]) == {"baseline", "tuned", "diff", "ci"}
+    # move by move: two single-move prompts, one two-move prompt (its 1st and 2nd move apart)
+    for name in E.CLAUSE_METRICS:
+        assert np.isfinite(result["metrics"][f"clause/{name}"]["baseline"]), name
     # the LoRA changes the clips; the no-camera-init ablations get their own files and rows
     assert result["metrics"]["clip_score"]["diff"] != 0.0
     ablations = sorted(p.name for p in out.glob("results.*.json") if p.name != "results.details.json")
     assert len(ablations) == 2 and all("no_camera_init" in a for a in ablations)
     md = (out / "results.md").read_text()
     assert "## Ablations" in md and "## Dynamic split" in md and "## Colour / shape" in md
+    assert "## Camera adherence move by move" in md and "n prompts: 2 single-move, 1 two-move." in md
     from PIL import Image
 
     sheet = Image.open(out / "results.png")
