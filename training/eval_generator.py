@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from studio.util import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 COLOR_PROMPT = "a photo of a {} object"  # as training/eval_clip.py
 SHAPE_PROMPT = "a photo of a {}"
@@ -219,7 +221,7 @@ def main(argv: list[str] | None = None) -> dict:
     report["contact_sheet"] = str(sheet)
     report["wall_s"] = round(time.time() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(args.out / "report.json", json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
     return report
 

@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from studio.util import atomic_write_text
+
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_VERSION = 2  # bump when what a cached record holds changes
 
@@ -401,10 +403,7 @@ class EvalCache:
             return json.loads(path.read_text(encoding="utf-8"))
         self.misses += 1
         record = make()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(record), encoding="utf-8")
-        tmp.replace(path)
+        atomic_write_text(path, json.dumps(record))
         return record
 
 
@@ -791,18 +790,18 @@ def run(args, argv: list[str]) -> dict:
         return table
 
     primary = main or base
-    (out.with_suffix(".json")).write_text(json.dumps(result_json(command, train_minutes, len(rows), args.seeds,
-                                                                 metrics_for(primary)), indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".json"), json.dumps(
+        result_json(command, train_minutes, len(rows), args.seeds, metrics_for(primary)), indent=1) + "\n")
     for s in systems[1:]:
         if s.label == main:
             continue
         safe = "".join(ch if ch.isalnum() or ch in "-_@" else "_" for ch in s.label)
-        (out.parent / f"{out.name}.{safe}.json").write_text(json.dumps(
+        atomic_write_text(out.parent / f"{out.name}.{safe}.json", json.dumps(
             result_json(command, s.train_minutes, len(rows), args.seeds, metrics_for(s.label)), indent=1) + "\n")
     details = dict(res, records=records, attribute_records=attr_records,
                    dynamic_records=dynamic["records"] if dynamic else None)
-    (out.parent / f"{out.name}.details.json").write_text(json.dumps(details, indent=1, default=_json_default) + "\n")
-    (out.with_suffix(".md")).write_text(markdown_report(res))
+    atomic_write_text(out.parent / f"{out.name}.details.json", json.dumps(details, indent=1, default=_json_default) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown_report(res))
     return res
 
 

@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 
+from studio.util import atomic_write_text
+
 from training.evaluate import (
     ROOT, EvalCache, Settings, System, _fmt_ci, bootstrap_ci, check_backends, dir_fingerprint, load_rows, load_scorer_or_none,
     measure_clip, model_dir, paired_summary, per_prompt_means, render_depth,
@@ -222,8 +224,8 @@ def run(args, argv: list[str]) -> dict:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(res, indent=1) + "\n")
-    out.with_suffix(".md").write_text(markdown_report(res))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(res, indent=1) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown_report(res))
     return res
 
 
