@@ -7,6 +7,7 @@ in that latent space could reach; docs/generator.md uses it to choose the next l
 
     python -m scripts.codec_ceiling --data data/tinyworld_dec --z-dims 16 32 64
     python -m scripts.codec_ceiling --codec runs/generator/codec_vae   # a trained codec, as it is
+    python -m scripts.codec_ceiling --scale-spatial 4 --z-dims 8 12 16  # a 16x16 latent grid (4x4 patches)
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--fit-clips", type=int, default=1500)
     ap.add_argument("--z-dims", type=int, nargs="+", default=[16, 32, 64])
     ap.add_argument("--num-prompts", type=int, default=120)
+    ap.add_argument("--scale-spatial", type=int, default=8,
+                    help="PCA patch size in pixels (8: the shipped 8x8 latent grid; 4: a 16x16 grid, 4x the tokens "
+                         "unless the transformer patches 2x2)")
     ap.add_argument("--codec", action="append", default=[], type=Path,
                     help="a trained codec folder (save_pretrained) judged through encode -> decode; repeatable")
     args = ap.parse_args(argv)
@@ -52,9 +56,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     out = []
 
     def pca(z_dim: int):
-        codec = TinyWorldCodec(z_dim=z_dim)
+        codec = TinyWorldCodec(z_dim=z_dim, scale_factor_spatial=args.scale_spatial)
         codec.fit(TinyWorldCodec.frames_to_video(np.asarray(np.load(clips_file, mmap_mode="r")[: args.fit_clips])))
-        return {"z_dim": z_dim}, lambda z: codec.decode_linear(z), codec
+        return {"z_dim": z_dim, "scale_spatial": args.scale_spatial}, lambda z: codec.decode_linear(z), codec
 
     def trained(folder: Path):
         if not (folder / "config.json").is_file():

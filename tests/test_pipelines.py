@@ -452,6 +452,33 @@ def test_vae_stage_trains_a_learned_codec_that_the_codec_stage_encodes_with(tmp_
     assert TinyWorldCodec.from_pretrained(tmp_path / "data" / "codec").config.encoder_type == "conv"
 
 
+def test_a_16x16_latent_grid_with_4x4_transformer_patches_runs_end_to_end(tmp_path):
+    """codec_scale_spatial=4 + patch=4: the finer grid keeps the token count of the shipped model
+    (grid/patch = 4 per side) and flows through codec fit, the transformer and the pipeline."""
+    from training.pretrain_generator import PretrainConfig, assemble_pipeline, build_components, fit_codec
+
+    rng = np.random.default_rng(0)
+    clips = rng.integers(0, 256, (6, 17, 64, 64, 3)).astype(np.uint8)
+    (tmp_path / "data").mkdir()
+    np.save(tmp_path / "data" / "clips.npy", clips)
+    cfg = PretrainConfig(data_dir=str(tmp_path / "data"), run_dir=str(tmp_path / "run"), z_dim=8, codec_scale_spatial=4,
+                         patch=4, layers=1, heads=2, head_dim=16, ffn_dim=32, text_dim=16, text_heads=2, text_ff=32,
+                         text_layers=1, max_sequence_length=16, threads=1)
+    fit_codec(cfg)
+    latents = np.load(tmp_path / "data" / "latents.npy")
+    assert latents.shape == (6, 8, 5, 16, 16)
+    from studio.codec import TinyWorldCodec
+
+    codec = TinyWorldCodec.from_pretrained(tmp_path / "data" / "codec")
+    tokenizer, text_encoder, transformer = build_components(cfg, ["a", "red", "cube", "camera", "orbit", "left"])
+    assert tuple(transformer.config.patch_size) == (1, 4, 4)
+    pipe = assemble_pipeline(cfg, tokenizer, text_encoder, transformer, codec)
+    clip = pipe.generate("Camera orbit left. A red cube.", seed=0, num_frames=17, height=64, width=64, steps=2)
+    assert clip.frames.shape == (17, 64, 64, 3) and clip.frames.dtype == np.uint8
+    again = pipe.generate("Camera orbit left. A red cube.", seed=0, num_frames=17, height=64, width=64, steps=2)
+    assert np.array_equal(clip.frames, again.frames)
+
+
 # ------------------------------------------------------------------------------------ shipped model
 TINYWORLD = Path(__file__).resolve().parents[1] / "assets" / "generator" / "model_index.json"
 needs_tinyworld = pytest.mark.skipif(not TINYWORLD.exists(), reason="assets/generator/ not trained yet")

@@ -66,6 +66,9 @@ class PretrainConfig:
     caption_dropout: float = 0.1  # share of empty captions (for classifier-free guidance)
     # latent codec
     z_dim: int = 16
+    # pixels per latent cell: 8 is the shipped 8x8 grid; 4 gives a 16x16 grid, whose PCA keeps
+    # shape far better at the same numbers per clip (scripts/codec_ceiling.py --scale-spatial 4)
+    codec_scale_spatial: int = 8
     codec_fit_clips: int = 2000  # clips used to fit the PCA bases
     codec_latent_norm: str = "channel"  # "channel" (each PCA channel to unit std) or "global" (one scale per stream)
     codec_from: str = ""  # a trained codec folder (e.g. the vae stage's) to encode with instead of fitting PCA
@@ -86,6 +89,7 @@ class PretrainConfig:
     head_dim: int = 64
     ffn_dim: int = 1024
     freq_dim: int = 256
+    patch: int = 2  # spatial patch of the transformer: tokens per latent frame = (grid / patch)^2
     # optimisation
     batch_size: int = 16
     lr: float = 5e-4
@@ -173,7 +177,8 @@ def fit_codec(cfg: PretrainConfig) -> None:
     if cfg.codec_from:  # a trained codec (the vae stage): its latent statistics are already fitted
         codec = TinyWorldCodec.from_pretrained(cfg.codec_from).eval()
     else:
-        codec = TinyWorldCodec(z_dim=cfg.z_dim, latent_norm=cfg.codec_latent_norm)
+        codec = TinyWorldCodec(z_dim=cfg.z_dim, latent_norm=cfg.codec_latent_norm,
+                               scale_factor_spatial=cfg.codec_scale_spatial)
         rng = np.random.default_rng(cfg.seed)
         fit_idx = np.sort(rng.choice(len(clips), size=min(cfg.codec_fit_clips, len(clips)), replace=False))
         codec.fit(TinyWorldCodec.frames_to_video(np.asarray(clips[fit_idx])))
@@ -236,7 +241,7 @@ def build_components(cfg: PretrainConfig, vocabulary: list[str]):
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0,
     ))
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=cfg.heads, attention_head_dim=cfg.head_dim,
+        patch_size=(1, cfg.patch, cfg.patch), num_attention_heads=cfg.heads, attention_head_dim=cfg.head_dim,
         in_channels=cfg.z_dim, out_channels=cfg.z_dim, text_dim=cfg.text_dim, freq_dim=cfg.freq_dim,
         ffn_dim=cfg.ffn_dim, num_layers=cfg.layers, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
         rope_max_seq_len=64,
@@ -579,7 +584,7 @@ def train_vae(cfg: PretrainConfig) -> dict:
     n_val = min(200, len(clips) // 5)  # the last clips: held out
     n_train = len(clips) - n_val
     codec = TinyWorldCodec(z_dim=cfg.z_dim, decoder_type="upsample", encoder_type="conv",
-                           latent_norm=cfg.codec_latent_norm)
+                           latent_norm=cfg.codec_latent_norm, scale_factor_spatial=cfg.codec_scale_spatial)
     params = list(codec.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
     rng = np.random.default_rng([cfg.seed, 7])

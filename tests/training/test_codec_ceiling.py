@@ -39,3 +39,15 @@ def test_a_trained_codec_is_judged_as_saved(tmp_path):
     assert 0.0 <= rows[0]["shape_single"] <= 1.0
     with pytest.raises(SystemExit, match="not a saved codec"):
         main(["--codec", str(tmp_path)])
+
+
+def test_a_finer_latent_grid_keeps_more_of_the_frame_at_the_same_width(tmp_path):
+    """--scale-spatial 4 (16x16 grid of 4x4 patches) against the shipped 8x8 grid, both 8 channels."""
+    rng = np.random.default_rng(1)
+    clips = rng.integers(0, 256, (10, 17, 64, 64, 3)).astype(np.uint8)
+    np.save(tmp_path / "clips.npy", clips)
+    args = ["--data", str(tmp_path), "--z-dims", "8", "--num-prompts", "6", "--fit-clips", "10"]
+    coarse, = main(args)
+    fine, = main(args + ["--scale-spatial", "4"])
+    assert (coarse["scale_spatial"], fine["scale_spatial"]) == (8, 4)
+    assert fine["psnr_db"] > coarse["psnr_db"]
