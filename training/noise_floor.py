@@ -35,7 +35,7 @@ import numpy as np
 from studio.util import atomic_write_text
 
 from training.evaluate import (
-    ROOT, EvalCache, Settings, System, _fmt_ci, bootstrap_ci, check_backends, dir_fingerprint, load_rows, load_scorer_or_none,
+    LOWER_IS_BETTER, ROOT, EvalCache, Settings, System, _fmt_ci, bootstrap_ci, check_backends, dir_fingerprint, load_rows, load_scorer_or_none,
     measure_clip, model_dir, paired_summary, per_prompt_means, render_depth,
 )
 
@@ -43,7 +43,6 @@ CONDITIONS = ("render_gt_depth", "render", "codec", "base")
 METRICS = ("depth_consistency_l1", "recon_psnr", "recon_ssim", "trajectory_error_deg", "s_traj",
            "wrong_trajectory_error_deg", "wrong_s_traj", "traj_right_closer",
            "clip_score", "s_recon", "s_meta", "r_gen", "motion_absdiff", "motion_flow_px")
-LOWER_IS_BETTER = {"depth_consistency_l1", "trajectory_error_deg"}
 # Metrics with a better direction, the ones a verdict about the base model's room makes sense for.
 VERDICT_METRICS = {"depth_consistency_l1", "recon_psnr", "recon_ssim", "trajectory_error_deg", "s_traj",
                    "traj_right_closer", "clip_score", "s_recon", "s_meta", "r_gen"}
