@@ -187,10 +187,10 @@ def measure_clip(frames: np.ndarray, prompt: str, estimator: str, scorer_name: s
 
 def clause_records(analysis, prompt: str) -> dict:
     """CLAUSE_METRICS of one clip: which of the clause's moves the estimated camera path follows."""
-    from studio.geometry import _focus
+    from studio.geometry import focus_distance
     from studio.geometry.metrics import move_trajectory_errors
 
-    errors = move_trajectory_errors(analysis.c2w, prompt, unit_length=_focus(analysis.depth))
+    errors = move_trajectory_errors(analysis.c2w, prompt, unit_length=focus_distance(analysis.depth))
     if not errors:
         return {}
     if len(errors) == 1:

@@ -155,7 +155,7 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
     metrics: dict = {"depth_consistency_l1": M.depth_consistency_l1(est.depth, est.K, poses.c2w, est.confidence)}
     metrics.update(M.recon_scores(frames, renders, covered, est.depth, est.confidence))
     metrics.update(_trajectory_metrics(prompt, poses.c2w, est.depth))
-    metrics.update(M.trajectory_smoothness(poses.c2w, unit_length=_focus(est.depth)))
+    metrics.update(M.trajectory_smoothness(poses.c2w, unit_length=focus_distance(est.depth)))
     metrics["pose_ok_fraction"] = float(np.mean([r.ok for r in poses.report]))
     metrics["num_points"] = int(len(points))
     metrics["clip_score"] = None
@@ -200,14 +200,14 @@ def _trajectory_metrics(prompt: str | None, c2w: np.ndarray, depth: np.ndarray) 
     if target is None:
         return {"trajectory_error_deg": None, "trajectory_rotation_error_deg": None,
                 "trajectory_direction_error_deg": None, "s_traj": 0.0}
-    cmp = M.compare_trajectories(c2w, target, unit_length=_focus(depth))
+    cmp = M.compare_trajectories(c2w, target, unit_length=focus_distance(depth))
     return {"trajectory_error_deg": M.trajectory_error_deg(cmp),
             "trajectory_rotation_error_deg": cmp["mean_rotation_error_deg"],
             "trajectory_direction_error_deg": cmp["translation_direction_error_deg"],
             "s_traj": M.s_traj(cmp)}
 
 
-def _focus(depth: np.ndarray) -> float:
+def focus_distance(depth: np.ndarray) -> float:
     """The scene's unit of length: median depth of the first frame (1 when it has none)."""
     valid = depth[0][depth[0] > 0]
     return float(np.median(valid)) if valid.size else 1.0
