@@ -1,0 +1,30 @@
+"""scripts/camera_headroom.py: wrap-strength sweep and best-of-K on the shipped generator, tiny sizes."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from scripts.camera_headroom import main
+
+
+def test_sweep_and_best_of_k_report_what_s_traj_would_pick(tmp_path):
+    from studio.pipelines import load_pipeline
+
+    own_strength = load_pipeline("tinyworld").config.warp_strength
+    res = main(["--n-prompts", "1", "--strengths", "0.8", "--best-of", "3", "--bestof-prompts", "1",
+                "--threads", "1", "--out", str(tmp_path)])
+    assert list(res["sweep"]) == ["off", "w=0.8"]
+    assert all(m["n"] == 1 and m["s_traj"] is not None for m in res["sweep"].values())
+    # The sweep leaves the (cached, shared) pipeline with its own wrap strength.
+    assert load_pipeline("tinyworld").config.warp_strength == own_strength
+
+    best = res["best_of_k"]
+    assert best["k"] == 3 and best["n_prompts"] == 1
+    p = best["prompts"][0]
+    assert p["moves"] and p["moves"] != ["fixed"]
+    assert p["min_error"] <= p["picked_error"] <= p["max_error"]   # the pick is one of the group
+    assert p["min_error"] <= p["mean_error"] <= p["max_error"] and np.isfinite(best["mean_error"])
+    assert json.loads((tmp_path / "report.json").read_text())["best_of_k"]["k"] == 3
+    assert "Best of K = 3" in (tmp_path / "report.md").read_text()
