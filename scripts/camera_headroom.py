@@ -9,6 +9,10 @@ Two measurements on the base model, with the geometry engine's trajectory error:
    them the way the trajectory error does, and how low is the error of the sample S_traj picks?
    That is the error a policy would reach if GRPO turned every group into its best member: the
    headroom the reward can see.
+3. What decides the camera path in a rollout: K rollouts of the trainer's SDE (the `tinyworld-cpu`
+   preset's steps, noise level and trained steps) from ONE initial noise, against K ODE samples
+   from K initial noises. GRPO can only credit the trained steps' noise; if that noise moved the
+   path little, the policy gradient would have nothing to learn from.
 
 Usage:
     python -m scripts.camera_headroom --out docs/camera_headroom
@@ -81,18 +85,66 @@ def best_of_k(pipe, rows: list[dict], k: int, seed0: int, measure) -> dict:
             "min_error": mean("min_error"), "mean_corr_error_s_traj": mean("corr_error_s_traj"), "prompts": per_prompt}
 
 
+def sde_spread(pipe, rows: list[dict], k: int, seed0: int, measure) -> dict:
+    """Std of the trajectory error over K rollouts that share the initial noise (SDE noise varies)
+    and over K ODE samples from different initial noises, per prompt, with the trainer's settings."""
+    import torch
+
+    from training import flow_grpo
+    from training.config import get_preset
+    from training.train import _schedule, camera_injector
+
+    cfg = get_preset("tinyworld-cpu")
+    sigmas = _schedule(pipe, cfg.num_steps)
+    steps = flow_grpo.trained_steps(cfg.num_steps, cfg.timestep_fraction, 0, 0.5, None)
+
+    def errors(prompt: str, seeds: list[int], noise_level: float) -> np.ndarray:
+        out = []
+        for i, seed in enumerate(seeds):
+            with torch.no_grad():
+                cond, uncond = pipe.encode_prompt([prompt], cfg.guidance_scale)
+                x = pipe.prepare_latents([prompt], [seed], cfg.num_frames, cfg.height, cfg.width, camera_init=cfg.camera_init)
+                ro = flow_grpo.rollout(lambda z, s: pipe.predict_velocity(z, s, cond, uncond, cfg.guidance_scale), x, sigmas,
+                                       steps, noise_level, torch.Generator().manual_seed(i),
+                                       camera_injector(pipe, x, [prompt], [seed], cfg))
+                frames = np.asarray(pipe.decode_latents(ro.final_latents))[0]
+            out.append(measure(frames, prompt).get("trajectory_error_deg", np.nan))
+        return np.asarray(out, dtype=float)
+
+    per_prompt = []
+    for r in rows:
+        same = errors(r["prompt"], [seed0] * k, cfg.noise_level)
+        varied = errors(r["prompt"], [seed0 + 1 + i for i in range(k)], 0.0)
+        per_prompt.append({"moves": r.get("moves"), "sde_only_std": float(np.nanstd(same)), "sde_only_mean": float(np.nanmean(same)),
+                           "initial_noise_std": float(np.nanstd(varied)), "initial_noise_mean": float(np.nanmean(varied))})
+        print(per_prompt[-1], flush=True)
+    return {"k": k, "n_prompts": len(per_prompt), "noise_level": cfg.noise_level, "trained_steps": list(steps),
+            "num_steps": cfg.num_steps, "sde_only_std": float(np.mean([p["sde_only_std"] for p in per_prompt])),
+            "initial_noise_std": float(np.mean([p["initial_noise_std"] for p in per_prompt])), "prompts": per_prompt}
+
+
 def markdown(res: dict) -> str:
-    lines = [f"# Camera-path headroom of the base model\n\nCommand: `{res['command']}`\n",
-             f"## Camera-aware initialization strength ({res['sweep_prompts']} held-out prompts × seeds {res['seeds']})\n",
-             "| setting | " + " | ".join(SWEEP_METRICS) + " |", "|---|" + "---|" * len(SWEEP_METRICS)]
-    for label, m in res["sweep"].items():
-        lines.append(f"| {label} | " + " | ".join("-" if m[k] is None else f"{m[k]:.3f}" for k in SWEEP_METRICS) + " |")
-    b = res["best_of_k"]
-    lines += ["", f"## Best of K = {b['k']} ({b['n_prompts']} train prompts with a moving camera clause, camera init on)\n",
-              "| mean error (°) | error of the S_traj-best sample | lowest error in the group | mean corr(error, S_traj) |",
-              "|---|---|---|---|",
-              f"| {b['mean_error']:.1f} | {b['picked_error']:.1f} ({100 * (b['picked_error'] / b['mean_error'] - 1):+.0f} %) "
-              f"| {b['min_error']:.1f} | {b['mean_corr_error_s_traj']:.2f} |", ""]
+    lines = ["# Camera-path headroom of the base model\n", "Commands:\n"] + [f"- `{c}`" for c in res["commands"]] + [""]
+    if "sweep" in res:
+        lines += [f"## Camera-aware initialization strength ({res['sweep_prompts']} held-out prompts × seeds {res['seeds']})\n",
+                  "| setting | " + " | ".join(SWEEP_METRICS) + " |", "|---|" + "---|" * len(SWEEP_METRICS)]
+        for label, m in res["sweep"].items():
+            lines.append(f"| {label} | " + " | ".join("-" if m[k] is None else f"{m[k]:.3f}" for k in SWEEP_METRICS) + " |")
+        lines.append("")
+    b = res.get("best_of_k")
+    if b:
+        lines += ["", f"## Best of K = {b['k']} ({b['n_prompts']} train prompts with a moving camera clause, camera init on)\n",
+                  "| mean error (°) | error of the S_traj-best sample | lowest error in the group | mean corr(error, S_traj) |",
+                  "|---|---|---|---|",
+                  f"| {b['mean_error']:.1f} | {b['picked_error']:.1f} ({100 * (b['picked_error'] / b['mean_error'] - 1):+.0f} %) "
+                  f"| {b['min_error']:.1f} | {b['mean_corr_error_s_traj']:.2f} |", ""]
+    d = res.get("sde_spread")
+    if d:
+        lines += [f"## What moves the camera path in a rollout ({d['n_prompts']} two-move train prompts, K = {d['k']})\n",
+                  f"Trainer settings: {d['num_steps']} steps, noise level {d['noise_level']}, trained steps {d['trained_steps']}.\n",
+                  "| spread of trajectory_error_deg (std within a prompt, mean over prompts) | ° |", "|---|---|",
+                  f"| one initial noise, SDE noise varies (what GRPO credits) | {d['sde_only_std']:.1f} |",
+                  f"| K initial noises, ODE | {d['initial_noise_std']:.1f} |", ""]
     return "\n".join(lines)
 
 
@@ -107,6 +159,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bestof-source", default="tinyworld:train")
     ap.add_argument("--bestof-prompts", type=int, default=16)
     ap.add_argument("--bestof-seed", type=int, default=1000)
+    ap.add_argument("--sde-prompts", type=int, default=4, help="two-move train prompts for the SDE spread")
+    ap.add_argument("--parts", nargs="+", choices=("sweep", "best", "sde"), default=["sweep", "best", "sde"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "camera_headroom")
     args = ap.parse_args(argv)
@@ -124,19 +178,24 @@ def main(argv: list[str] | None = None) -> dict:
     def measure(frames, prompt):
         return measure_clip(frames, prompt, "tinyworld", "tinyworld")[0]
 
-    rows = load_rows(args.prompts, args.n_prompts)
-    sweep = strength_sweep(pipe, rows, args.seeds, args.strengths, measure)
-    moving = []
-    for r in load_rows(args.bestof_source):
-        moves = parse_camera_motion(r["prompt"]) or []
-        if moves and moves != ["fixed"]:
-            moving.append({**r, "moves": moves})
-        if len(moving) == args.bestof_prompts:
-            break
-    best = best_of_k(pipe, moving, args.best_of, args.bestof_seed, measure)
-    res = {"command": "python -m scripts.camera_headroom " + " ".join(argv if argv is not None else sys.argv[1:]),
-           "sweep_prompts": len(rows), "seeds": args.seeds, "sweep": sweep, "best_of_k": best,
-           "wall_s": round(time.time() - t0, 1)}
+    command = "python -m scripts.camera_headroom " + " ".join(argv if argv is not None else sys.argv[1:])
+    # Parts not run this time keep their numbers from an earlier report in --out.
+    old = args.out / "report.json"
+    res = json.loads(old.read_text()) if old.is_file() else {}
+    res.setdefault("commands", [res.pop("command")] if "command" in res else [])
+    res["commands"] = [c for c in res["commands"] if c != command] + [command]
+    if "sweep" in args.parts:
+        rows = load_rows(args.prompts, args.n_prompts)
+        res.update(sweep_prompts=len(rows), seeds=args.seeds,
+                   sweep=strength_sweep(pipe, rows, args.seeds, args.strengths, measure))
+    train_rows = [{**r, "moves": parse_camera_motion(r["prompt"]) or []} for r in load_rows(args.bestof_source)]
+    if "best" in args.parts:
+        moving = [r for r in train_rows if r["moves"] and r["moves"] != ["fixed"]][: args.bestof_prompts]
+        res["best_of_k"] = best_of_k(pipe, moving, args.best_of, args.bestof_seed, measure)
+    if "sde" in args.parts:
+        two = [r for r in train_rows if len(r["moves"]) == 2][: args.sde_prompts]
+        res["sde_spread"] = sde_spread(pipe, two, args.best_of, args.bestof_seed, measure)
+    res["wall_s"] = round(time.time() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "report.json", json.dumps(res, indent=2) + "\n")
     atomic_write_text(args.out / "report.md", markdown(res))

@@ -14,7 +14,7 @@ def test_sweep_and_best_of_k_report_what_s_traj_would_pick(tmp_path):
 
     own_strength = load_pipeline("tinyworld").config.warp_strength
     res = main(["--n-prompts", "1", "--strengths", "0.8", "--best-of", "3", "--bestof-prompts", "1",
-                "--threads", "1", "--out", str(tmp_path)])
+                "--parts", "sweep", "best", "--threads", "1", "--out", str(tmp_path)])
     assert list(res["sweep"]) == ["off", "w=0.8"]
     assert all(m["n"] == 1 and m["s_traj"] is not None for m in res["sweep"].values())
     # The sweep leaves the (cached, shared) pipeline with its own wrap strength.
@@ -28,3 +28,11 @@ def test_sweep_and_best_of_k_report_what_s_traj_would_pick(tmp_path):
     assert p["min_error"] <= p["mean_error"] <= p["max_error"] and np.isfinite(best["mean_error"])
     assert json.loads((tmp_path / "report.json").read_text())["best_of_k"]["k"] == 3
     assert "Best of K = 3" in (tmp_path / "report.md").read_text()
+
+    # A later run of one part keeps the others' numbers and both commands.
+    res = main(["--parts", "sde", "--sde-prompts", "1", "--best-of", "2", "--threads", "1", "--out", str(tmp_path)])
+    assert res["best_of_k"]["k"] == 3 and list(res["sweep"]) == ["off", "w=0.8"] and len(res["commands"]) == 2
+    spread = res["sde_spread"]
+    assert spread["k"] == 2 and spread["n_prompts"] == 1 and len(spread["prompts"][0]["moves"]) == 2
+    assert spread["trained_steps"] == [0, 1, 2, 3, 4] and spread["sde_only_std"] >= 0
+    assert "What moves the camera path" in (tmp_path / "report.md").read_text()
