@@ -525,3 +525,26 @@ def test_every_shipped_lora_loads_as_the_tuned_variant_and_records_its_run(lora_
     config = json.loads((lora_dir / "config.json").read_text())
     assert 0 < best["elapsed_seconds"] <= 90 * 60 and best["step"] > 0
     assert config["preset"] == "tinyworld-cpu" and config["max_minutes"] <= 90
+
+
+def test_the_generator_train_stage_runs_from_the_command_line_and_says_where(tmp_path, capsys):
+    """pretrain_generator render -> codec -> train on a tiny model: EMA checkpoint, loss log and an
+    exported pipeline; --device auto picks the CPU here, and asking for CUDA without one is refused."""
+    from training.pretrain_generator import main
+
+    common = ["--data-dir", str(tmp_path / "data"), "--run-dir", str(tmp_path / "run"), "--num-clips", "4",
+              "--render-workers", "1", "--codec-fit-clips", "4", "--z-dim", "4", "--layers", "1", "--heads", "2",
+              "--head-dim", "16", "--ffn-dim", "32", "--text-dim", "16", "--text-heads", "2", "--text-ff", "32",
+              "--text-layers", "1", "--max-sequence-length", "16", "--threads", "1", "--batch-size", "2"]
+    main(["render", *common])
+    main(["codec", *common])
+    main(["train", *common, "--max-steps", "3", "--log-every", "1", "--device", "auto", "--bf16"])
+    out = capsys.readouterr().out
+    assert "training on cpu" in out and "bf16" not in out.split("training on cpu")[1].splitlines()[0]
+    log = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3] and all(np.isfinite(r["loss"]) for r in log)
+    assert (tmp_path / "run" / "ema-final.safetensors").is_file()
+    assert (tmp_path / "run" / "pipeline-final" / "model_index.json").is_file()
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit, match="no CUDA device"):
+            main(["train", *common, "--max-steps", "1", "--device", "cuda"])
