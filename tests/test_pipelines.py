@@ -548,3 +548,5 @@ def test_the_generator_train_stage_runs_from_the_command_line_and_says_where(tmp
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit, match="no CUDA device"):
             main(["train", *common, "--max-steps", "1", "--device", "cuda"])
+    with pytest.raises(SystemExit, match="not a torch device"):
+        main(["train", *common, "--max-steps", "1", "--device", "gpu0"])

@@ -290,7 +290,10 @@ def train_device(name: str):
 
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise SystemExit(f"--device {name!r} is not a torch device; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"--device {name}: this machine has no CUDA device; use --device cpu (or auto)")
     return device
@@ -309,8 +312,8 @@ def train(cfg: PretrainConfig) -> None:
     torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = train_device(cfg.device)
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if cfg.bf16 and device.type == "cuda"
-                else contextlib.nullcontext())
+    bf16 = cfg.bf16 and device.type == "cuda"
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     data, run = cfg.path("data"), cfg.path("run")
     run.mkdir(parents=True, exist_ok=True)
     (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -330,7 +333,7 @@ def train(cfg: PretrainConfig) -> None:
         models.load_state_dict(load_file(cfg.init_from))
         print(f"continuing from {cfg.init_from}")
     models.to(device)
-    print(f"training on {device}" + (" (bf16 autocast)" if cfg.bf16 and device.type == "cuda" else ""))
+    print(f"training on {device}" + (" (bf16 autocast)" if bf16 else ""))
     ema = {k: v.detach().clone() for k, v in models.state_dict().items()}
     params = [p for p in models.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
