@@ -92,17 +92,18 @@ def sde_spread(pipe, rows: list[dict], k: int, seed0: int, measure) -> dict:
 
     from training import flow_grpo
     from training.config import get_preset
-    from training.train import _schedule, camera_injector
+    from training.train import camera_injector, sampling_sigmas
 
     cfg = get_preset("tinyworld-cpu")
-    sigmas = _schedule(pipe, cfg.num_steps)
+    sigmas = sampling_sigmas(pipe, cfg.num_steps)
     steps = flow_grpo.trained_steps(cfg.num_steps, cfg.timestep_fraction, 0, 0.5, None)
 
     def errors(prompt: str, seeds: list[int], noise_level: float) -> np.ndarray:
+        with torch.no_grad():
+            cond, uncond = pipe.encode_prompt([prompt], cfg.guidance_scale)
         out = []
         for i, seed in enumerate(seeds):
             with torch.no_grad():
-                cond, uncond = pipe.encode_prompt([prompt], cfg.guidance_scale)
                 x = pipe.prepare_latents([prompt], [seed], cfg.num_frames, cfg.height, cfg.width, camera_init=cfg.camera_init)
                 ro = flow_grpo.rollout(lambda z, s: pipe.predict_velocity(z, s, cond, uncond, cfg.guidance_scale), x, sigmas,
                                        steps, noise_level, torch.Generator().manual_seed(i),
@@ -188,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
         rows = load_rows(args.prompts, args.n_prompts)
         res.update(sweep_prompts=len(rows), seeds=args.seeds,
                    sweep=strength_sweep(pipe, rows, args.seeds, args.strengths, measure))
-    train_rows = [{**r, "moves": parse_camera_motion(r["prompt"]) or []} for r in load_rows(args.bestof_source)]
+    if {"best", "sde"} & set(args.parts):
+        train_rows = [{**r, "moves": parse_camera_motion(r["prompt"]) or []} for r in load_rows(args.bestof_source)]
     if "best" in args.parts:
         moving = [r for r in train_rows if r["moves"] and r["moves"] != ["fixed"]][: args.bestof_prompts]
         res["best_of_k"] = best_of_k(pipe, moving, args.best_of, args.bestof_seed, measure)

@@ -193,7 +193,7 @@ def _per_sample(t, n: int):
     return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 and n > 1 else t
 
 
-def _schedule(pipe, num_steps: int):
+def sampling_sigmas(pipe, num_steps: int):
     import torch
 
     sigmas = torch.as_tensor(pipe.sigmas(num_steps), dtype=torch.float32).flatten().cpu()
@@ -586,7 +586,7 @@ def train(
     )
     ema = flow_grpo.EMA(params, decay_cap=cfg.ema_decay) if cfg.ema else None
     reward_set = rewards if rewards is not None else world_r1_rewards(cfg)
-    sigmas = _schedule(pipe, cfg.num_steps)
+    sigmas = sampling_sigmas(pipe, cfg.num_steps)
 
     start_epoch, global_step, elapsed = 0, 0, 0.0
     best: dict | None = None  # the keep_best record, carried in checkpoints so a resumed run keeps comparing

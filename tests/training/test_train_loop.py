@@ -279,9 +279,7 @@ def test_a_split_slice_keeps_validation_prompts_apart_from_the_test_prompts():
 def test_grpo_raises_a_reward_the_policy_can_reach(tmp_path):
     """The whole loop learns: brightness of the held-out eval clips (fixed prompts and seeds, ODE
     samples with the EMA LoRA) goes up within a few epochs, and the KL to the reference with it."""
-    from tiny_pipeline import brightness_rewards as rewards
-
-    only_bright = rewards()
+    only_bright = brightness_rewards()
     only_bright.weights = {"bright": 1.0}
     cfg = tiny_config(tmp_path, epochs=10, dynamic_steps=0, num_batches_per_epoch=2, num_eval_clips=4, eval_every=1,
                       save_every=100, ema_decay=0.5)
