@@ -85,9 +85,11 @@ def best_of_k(pipe, rows: list[dict], k: int, seed0: int, measure) -> dict:
             "min_error": mean("min_error"), "mean_corr_error_s_traj": mean("corr_error_s_traj"), "prompts": per_prompt}
 
 
-def sde_spread(pipe, rows: list[dict], k: int, seed0: int, measure) -> dict:
+def sde_spread(pipe, rows: list[dict], k: int, seed0: int, measure, window: list[int] | None = None,
+               noise_level: float | None = None) -> dict:
     """Std of the trajectory error over K rollouts that share the initial noise (SDE noise varies)
-    and over K ODE samples from different initial noises, per prompt, with the trainer's settings."""
+    and over K ODE samples from different initial noises, per prompt, with the trainer's settings
+    (or SDE on only the steps in `window`, as Flow-GRPO-Fast, and another noise level)."""
     import torch
 
     from training import flow_grpo
@@ -96,7 +98,8 @@ def sde_spread(pipe, rows: list[dict], k: int, seed0: int, measure) -> dict:
 
     cfg = get_preset("tinyworld-cpu")
     sigmas = sampling_sigmas(pipe, cfg.num_steps)
-    steps = flow_grpo.trained_steps(cfg.num_steps, cfg.timestep_fraction, 0, 0.5, None)
+    steps = window if window else flow_grpo.trained_steps(cfg.num_steps, cfg.timestep_fraction, 0, 0.5, None)
+    level = cfg.noise_level if noise_level is None else noise_level
 
     def errors(prompt: str, seeds: list[int], noise_level: float) -> np.ndarray:
         with torch.no_grad():
@@ -114,12 +117,12 @@ def sde_spread(pipe, rows: list[dict], k: int, seed0: int, measure) -> dict:
 
     per_prompt = []
     for r in rows:
-        same = errors(r["prompt"], [seed0] * k, cfg.noise_level)
+        same = errors(r["prompt"], [seed0] * k, level)
         varied = errors(r["prompt"], [seed0 + 1 + i for i in range(k)], 0.0)
         per_prompt.append({"moves": r.get("moves"), "sde_only_std": float(np.nanstd(same)), "sde_only_mean": float(np.nanmean(same)),
                            "initial_noise_std": float(np.nanstd(varied)), "initial_noise_mean": float(np.nanmean(varied))})
         print(per_prompt[-1], flush=True)
-    return {"k": k, "n_prompts": len(per_prompt), "noise_level": cfg.noise_level, "trained_steps": list(steps),
+    return {"k": k, "n_prompts": len(per_prompt), "noise_level": level, "trained_steps": list(steps),
             "num_steps": cfg.num_steps, "sde_only_std": float(np.mean([p["sde_only_std"] for p in per_prompt])),
             "initial_noise_std": float(np.mean([p["initial_noise_std"] for p in per_prompt])), "prompts": per_prompt}
 
@@ -139,13 +142,19 @@ def markdown(res: dict) -> str:
                   "|---|---|---|---|",
                   f"| {b['mean_error']:.1f} | {b['picked_error']:.1f} ({100 * (b['picked_error'] / b['mean_error'] - 1):+.0f} %) "
                   f"| {b['min_error']:.1f} | {b['mean_corr_error_s_traj']:.2f} |", ""]
-    d = res.get("sde_spread")
-    if d:
+    spreads = [res[k] for k in sorted(res) if k.startswith("sde_spread")]
+    if spreads:
+        d = spreads[0]
         lines += [f"## What moves the camera path in a rollout ({d['n_prompts']} two-move train prompts, K = {d['k']})\n",
-                  f"Trainer settings: {d['num_steps']} steps, noise level {d['noise_level']}, trained steps {d['trained_steps']}.\n",
-                  "| spread of trajectory_error_deg (std within a prompt, mean over prompts) | ° |", "|---|---|",
-                  f"| one initial noise, SDE noise varies (what GRPO credits) | {d['sde_only_std']:.1f} |",
-                  f"| K initial noises, ODE | {d['initial_noise_std']:.1f} |", ""]
+                  f"Rollouts of {d['num_steps']} steps; SDE noise on the listed steps, ODE on the others. "
+                  "Spread of trajectory_error_deg: std within a prompt, mean over prompts.\n",
+                  "| SDE steps | noise level | one initial noise, SDE noise varies (what GRPO credits) | mean error | "
+                  "K initial noises, ODE |", "|---|---|---|---|---|"]
+        for d in spreads:
+            mean_err = float(np.mean([p["sde_only_mean"] for p in d["prompts"]]))
+            lines.append(f"| {d['trained_steps']} | {d['noise_level']} | {d['sde_only_std']:.1f}° | {mean_err:.1f}° "
+                         f"| {d['initial_noise_std']:.1f}° |")
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -161,6 +170,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--bestof-prompts", type=int, default=16)
     ap.add_argument("--bestof-seed", type=int, default=1000)
     ap.add_argument("--sde-prompts", type=int, default=4, help="two-move train prompts for the SDE spread")
+    ap.add_argument("--sde-window", type=int, nargs="+", default=None,
+                    help="SDE on only these step indices (Flow-GRPO-Fast); default: the preset's trained steps")
+    ap.add_argument("--sde-noise-level", type=float, default=None, help="default: the preset's")
     ap.add_argument("--parts", nargs="+", choices=("sweep", "best", "sde"), default=["sweep", "best", "sde"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "camera_headroom")
@@ -196,7 +208,9 @@ def main(argv: list[str] | None = None) -> dict:
         res["best_of_k"] = best_of_k(pipe, moving, args.best_of, args.bestof_seed, measure)
     if "sde" in args.parts:
         two = [r for r in train_rows if len(r["moves"]) == 2][: args.sde_prompts]
-        res["sde_spread"] = sde_spread(pipe, two, args.best_of, args.bestof_seed, measure)
+        key = "sde_spread" if not args.sde_window and args.sde_noise_level is None else \
+            f"sde_spread_w{'-'.join(map(str, args.sde_window or []))}_a{args.sde_noise_level}"
+        res[key] = sde_spread(pipe, two, args.best_of, args.bestof_seed, measure, args.sde_window, args.sde_noise_level)
     res["wall_s"] = round(time.time() - t0, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(args.out / "report.json", json.dumps(res, indent=2) + "\n")

@@ -49,6 +49,8 @@ class TrainConfig:
     sde_window_range: float = _f(0.5, "Flow-GRPO-Fast: the window starts inside the first ⌊N·range⌋ steps")
     # --- batches ---
     group_size: int = _f(8, "K: samples per prompt (same text, different noise)")
+    same_noise: bool = _f(False, "the K samples of a group start from the same initial noise, so they differ only by the "
+                                 "SDE noise the policy is credited for (Flow-GRPO's same-latent option; pairs with sde_window_size)")
     per_device_batch_size: int = _f(8, "samples per rollout batch on each process")
     num_batches_per_epoch: int = _f(4, "rollout batches per epoch on each process")
     train_batch_size: int = _f(8, "samples per training forward/backward micro-batch on each process")

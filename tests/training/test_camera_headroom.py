@@ -36,3 +36,10 @@ def test_sweep_and_best_of_k_report_what_s_traj_would_pick(tmp_path):
     assert spread["k"] == 2 and spread["n_prompts"] == 1 and len(spread["prompts"][0]["moves"]) == 2
     assert spread["trained_steps"] == [0, 1, 2, 3, 4] and spread["sde_only_std"] >= 0
     assert "What moves the camera path" in (tmp_path / "report.md").read_text()
+
+    # A Flow-GRPO-Fast window is measured as its own row, beside the preset's steps.
+    res = main(["--parts", "sde", "--sde-prompts", "1", "--best-of", "2", "--sde-window", "0", "1",
+                "--sde-noise-level", "0.5", "--threads", "1", "--out", str(tmp_path)])
+    fast = res["sde_spread_w0-1_a0.5"]
+    assert fast["trained_steps"] == [0, 1] and fast["noise_level"] == 0.5 and "sde_spread" in res
+    assert "| [0, 1] | 0.5 |" in (tmp_path / "report.md").read_text()

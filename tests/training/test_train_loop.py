@@ -219,6 +219,19 @@ def test_epoch_plan_is_deterministic_and_switches_r3d_per_item(tmp_path):
     assert plan_epoch(cfg, 6, "rigid", PROMPTS, DYNAMIC, 1)[0].seeds != a[0].seeds
 
 
+def test_same_noise_gives_a_group_one_initial_noise_and_groups_different_ones(tmp_path):
+    from training.train import plan_epoch
+
+    cfg = tiny_config(tmp_path, per_device_batch_size=8, num_batches_per_epoch=2, same_noise=True)
+    seeds = [s for r in plan_epoch(cfg, 3, "rigid", PROMPTS, DYNAMIC, num_processes=1) for s in r.seeds]
+    K = cfg.group_size
+    groups = [seeds[i : i + K] for i in range(0, len(seeds), K)]
+    assert all(len(set(g)) == 1 for g in groups)
+    assert len({g[0] for g in groups}) == len(groups)
+    plain = apply_overrides(cfg, ["same_noise=false"])
+    assert len(set(plan_epoch(plain, 3, "rigid", PROMPTS, DYNAMIC, 1)[0].seeds[:K])) == K
+
+
 def test_max_minutes_is_a_budget_the_run_never_passes(tmp_path):
     """The run stops before an epoch that would take it past max_minutes; the last checkpoint is
     inside the budget (a budget of a microsecond still leaves the first epoch, which sets the pace)."""
