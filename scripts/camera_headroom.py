@@ -2,9 +2,10 @@
 
 Two measurements on the base model, with the geometry engine's trajectory error:
 
-1. Camera-aware initialization strength: the same prompts and seeds sampled with no camera init
+1. Camera-aware initialization settings: the same prompts and seeds sampled with no camera init
    and with the stepwise-delta injection at several wrap strengths w (the method's 0.35 and
-   stronger). Does a stronger warp make the clip follow the clause?
+   stronger), and other settings (`--warp`: low-pass box, injected steps, the warped-start mode).
+   Does a stronger or sharper warp make the clip follow the clause?
 2. Best of K: K samples per prompt (different seeds). How far apart are they, does S_traj rank
    them the way the trajectory error does, and how low is the error of the sample S_traj picks?
    That is the error a policy would reach if GRPO turned every group into its best member: the
@@ -46,21 +47,42 @@ def mean_of(records: list[dict], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-def strength_sweep(pipe, rows: list[dict], seeds: list[int], strengths: list[float], measure) -> dict:
-    """Mean of SWEEP_METRICS per setting: 'off' (no camera init) and each wrap strength."""
-    settings: list[tuple[str, float | None]] = [("off", None)] + [(f"w={w:g}", w) for w in strengths]
-    default_w = pipe.config.warp_strength
+WARP_KEYS = ("warp_strength", "warp_box", "warp_steps", "warp_degradation", "warp_upscale", "camera_init_mode")
+
+
+def parse_warp_setting(text: str) -> dict:
+    """'warp_box=1,warp_strength=0.5' -> {'warp_box': 1, 'warp_strength': 0.5} (pipeline config keys)."""
+    out = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in WARP_KEYS:
+            raise SystemExit(f"--warp takes KEY=VALUE[,KEY=VALUE] with keys from {WARP_KEYS}, got {text!r}")
+        out[key] = value.strip() if key == "camera_init_mode" else \
+            int(value) if key in ("warp_box", "warp_steps", "warp_upscale") else float(value)
+    return out
+
+
+def strength_sweep(pipe, rows: list[dict], seeds: list[int], strengths: list[float], measure,
+                   warps: list[dict] | None = None) -> dict:
+    """Mean of SWEEP_METRICS per setting: 'off' (no camera init), each wrap strength, and each
+    other warp setting (pipeline config keys, e.g. a smaller low-pass box)."""
+    settings: list[tuple[str, dict | None]] = [("off", None)] + [(f"w={w:g}", {"warp_strength": float(w)}) for w in strengths]
+    settings += [(",".join(f"{k.removeprefix('warp_')}={v if isinstance(v, str) else f'{v:g}'}" for k, v in d.items()), d)
+                 for d in warps or []]
+    defaults = {k: pipe.config[k] for k in WARP_KEYS if k in pipe.config}
     out = {}
     try:
-        for label, w in settings:
-            if w is not None:
-                pipe.register_to_config(warp_strength=float(w))
-            recs = [measure(pipe.generate(r["prompt"], seed=s, camera_init=w is not None).frames, r["prompt"])
+        for label, change in settings:
+            pipe.register_to_config(**defaults)
+            if change:
+                pipe.register_to_config(**change)
+            recs = [measure(pipe.generate(r["prompt"], seed=s, camera_init=change is not None).frames, r["prompt"])
                     for r in rows for s in seeds]
             out[label] = {k: mean_of(recs, k) for k in SWEEP_METRICS} | {"n": len(recs)}
             print(label, {k: None if v is None else round(v, 3) for k, v in out[label].items()}, flush=True)
     finally:
-        pipe.register_to_config(warp_strength=default_w)
+        pipe.register_to_config(**defaults)
     return out
 
 
@@ -130,7 +152,9 @@ def sde_spread(pipe, rows: list[dict], k: int, seed0: int, measure, window: list
 def markdown(res: dict) -> str:
     lines = ["# Camera-path headroom of the base model\n", "Commands:\n"] + [f"- `{c}`" for c in res["commands"]] + [""]
     if "sweep" in res:
-        lines += [f"## Camera-aware initialization strength ({res['sweep_prompts']} held-out prompts × seeds {res['seeds']})\n",
+        lines += [f"## Camera-aware initialization settings ({res['sweep_prompts']} held-out prompts × seeds {res['seeds']})\n",
+                  "Unnamed settings keep the shipped generator's: w = 0.35, 3×3 low-pass box, 8 injected steps, "
+                  "stepwise-delta mode.\n",
                   "| setting | " + " | ".join(SWEEP_METRICS) + " |", "|---|" + "---|" * len(SWEEP_METRICS)]
         for label, m in res["sweep"].items():
             lines.append(f"| {label} | " + " | ".join("-" if m[k] is None else f"{m[k]:.3f}" for k in SWEEP_METRICS) + " |")
@@ -165,6 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--n-prompts", type=int, default=32)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--strengths", type=float, nargs="+", default=[0.35, 0.7, 1.0, 1.5])
+    ap.add_argument("--warp", action="append", default=[], metavar="KEY=V[,KEY=V]",
+                    help=f"another camera-init setting for the sweep (keys {', '.join(WARP_KEYS)}); repeatable")
     ap.add_argument("--best-of", type=int, default=8)
     ap.add_argument("--bestof-source", default="tinyworld:train")
     ap.add_argument("--bestof-prompts", type=int, default=16)
@@ -200,7 +226,8 @@ def main(argv: list[str] | None = None) -> dict:
     if "sweep" in args.parts:
         rows = load_rows(args.prompts, args.n_prompts)
         res.update(sweep_prompts=len(rows), seeds=args.seeds,
-                   sweep=strength_sweep(pipe, rows, args.seeds, args.strengths, measure))
+                   sweep=strength_sweep(pipe, rows, args.seeds, args.strengths, measure,
+                                         [parse_warp_setting(w) for w in args.warp]))
     if {"best", "sde"} & set(args.parts):
         train_rows = [{**r, "moves": parse_camera_motion(r["prompt"]) or []} for r in load_rows(args.bestof_source)]
     if "best" in args.parts:

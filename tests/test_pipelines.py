@@ -550,3 +550,18 @@ def test_the_generator_train_stage_runs_from_the_command_line_and_says_where(tmp
             main(["train", *common, "--max-steps", "1", "--device", "cuda"])
     with pytest.raises(SystemExit, match="not a torch device"):
         main(["train", *common, "--max-steps", "1", "--device", "gpu0"])
+
+
+def test_eval_generator_samples_with_another_flow_shift_and_restores_the_shared_pipeline(tmp_path):
+    """--shift re-times the sampler for one evaluation; the cached pipeline keeps its own scheduler."""
+    from studio.pipelines import load_pipeline
+    from training.eval_generator import main
+
+    own = load_pipeline("tinyworld").flow_shift
+    report = main(["--num-prompts", "2", "--camera-prompts", "0", "--shift", "6", "--steps", "4",
+                   "--threads", "1", "--sheet-rows", "2", "--out", str(tmp_path)])
+    assert report["shift"] == 6.0 and report["num_prompts"] == 2
+    assert load_pipeline("tinyworld").flow_shift == own
+    with pytest.raises(SystemExit, match="--shift must be > 0"):
+        main(["--num-prompts", "1", "--camera-prompts", "0", "--shift", "0", "--out", str(tmp_path)])
+    assert load_pipeline("tinyworld").flow_shift == own
