@@ -102,8 +102,9 @@ def pair_residuals(gray: np.ndarray, depth: np.ndarray, K: np.ndarray, pairs: li
         d_src = d_src * np.asarray(scale, np.float64)[:, None]
     X = backproject(np.ones((h, w)), K).reshape(1, -1, 3) * d_src[..., None]
     T = np.asarray(T, np.float64)
-    P = X @ np.swapaxes(T[:, :3, :3], 1, 2) + T[:, None, :3, 3]
     # A diverged candidate (NaN/inf in T or the depth) projects nowhere rather than to a bad index.
+    with np.errstate(invalid="ignore", over="ignore"):
+        P = X @ np.swapaxes(T[:, :3, :3], 1, 2) + T[:, None, :3, 3]
     finite = np.isfinite(P).all(-1)
     z = np.where(finite, P[..., 2], -1.0)
     safe = np.where(z > 1e-6, z, 1.0)
