@@ -47,19 +47,23 @@ def mean_of(records: list[dict], key: str) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
-WARP_KEYS = ("warp_strength", "warp_box", "warp_steps", "warp_degradation", "warp_upscale", "camera_init_mode")
+# Pipeline config keys a sweep may change, with the type of their values.
+WARP_KEYS = {"warp_strength": float, "warp_box": int, "warp_steps": int, "warp_degradation": float,
+             "warp_upscale": int, "camera_init_mode": str}
 
 
 def parse_warp_setting(text: str) -> dict:
     """'warp_box=1,warp_strength=0.5' -> {'warp_box': 1, 'warp_strength': 0.5} (pipeline config keys)."""
     out = {}
     for part in text.split(","):
-        key, sep, value = part.partition("=")
-        key = key.strip()
-        if not sep or key not in WARP_KEYS:
-            raise SystemExit(f"--warp takes KEY=VALUE[,KEY=VALUE] with keys from {WARP_KEYS}, got {text!r}")
-        out[key] = value.strip() if key == "camera_init_mode" else \
-            int(value) if key in ("warp_box", "warp_steps", "warp_upscale") else float(value)
+        key, sep, value = (x.strip() for x in part.partition("="))
+        try:
+            if not sep or key not in WARP_KEYS:
+                raise ValueError
+            out[key] = WARP_KEYS[key](value)
+        except ValueError:
+            raise SystemExit(f"--warp takes KEY=VALUE[,KEY=VALUE] with keys from {tuple(WARP_KEYS)} "
+                             f"and values of their type, got {text!r}") from None
     return out
 
 

@@ -171,6 +171,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sheet-rows", type=int, default=16)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "generator_eval")
     args = ap.parse_args(argv)
+    if args.shift is not None and not args.shift > 0:
+        raise SystemExit(f"--shift must be > 0, got {args.shift}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
     import torch
@@ -183,8 +185,6 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = load_pipeline(args.model)
     own_scheduler = pipe.scheduler
     if args.shift is not None:
-        if not args.shift > 0:
-            raise SystemExit(f"--shift must be > 0, got {args.shift}")
         pipe.scheduler = type(own_scheduler).from_config(own_scheduler.config, shift=args.shift)
     try:
         return _evaluate(args, pipe, rows, t0)

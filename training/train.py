@@ -135,9 +135,8 @@ def plan_epoch(cfg: TrainConfig, epoch: int, phase: str, rigid: list[str], dynam
                 prompts=prompts,
                 group_ids=[r * groups + g for g in range(groups) for _ in range(cfg.group_size)],
                 use_3d=use_3d,
-                seeds=[int(s) for s in np.repeat(rng.integers(0, 2**31 - 1, size=groups), cfg.group_size)]
-                if cfg.same_noise
-                else [int(s) for s in rng.integers(0, 2**31 - 1, size=per_round)],
+                seeds=[int(s) for s in (np.repeat(rng.integers(0, 2**31 - 1, size=groups), cfg.group_size) if cfg.same_noise
+                                        else rng.integers(0, 2**31 - 1, size=per_round))],
             )
         )
     return rounds

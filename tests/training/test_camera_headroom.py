@@ -57,3 +57,5 @@ def test_a_warp_setting_names_pipeline_keys_and_rejects_others():
 
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         parse_warp_setting("box=1")
+    with pytest.raises(SystemExit, match="values of their type"):
+        parse_warp_setting("warp_box=wide")
