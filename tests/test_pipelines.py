@@ -565,3 +565,18 @@ def test_eval_generator_samples_with_another_flow_shift_and_restores_the_shared_
     with pytest.raises(SystemExit, match="--shift must be > 0"):
         main(["--num-prompts", "1", "--camera-prompts", "0", "--shift", "0", "--out", str(tmp_path)])
     assert load_pipeline("tinyworld").flow_shift == own
+
+
+def test_eval_generator_judges_another_split_with_another_scorer(tmp_path):
+    """--split dynamic takes its prompts from the dynamic split; --scorer names the judge's
+    checkpoint, and a missing one fails before any clip is generated."""
+    from training.eval_generator import main, test_rows
+
+    assert {r["split"] for r in test_rows(5, "dynamic")} == {"dynamic"}
+    assert test_rows(5, "dynamic")[0]["prompt"] != test_rows(5)[0]["prompt"]
+    report = main(["--split", "dynamic", "--scorer", "assets/clip", "--num-prompts", "2", "--camera-prompts", "0",
+                   "--steps", "2", "--threads", "1", "--sheet-rows", "2", "--out", str(tmp_path)])
+    assert report["split"] == "dynamic" and report["scorer"] == "assets/clip" and report["num_prompts"] == 2
+    with pytest.raises(FileNotFoundError, match="TinyWorld CLIP not found"):
+        main(["--scorer", str(tmp_path / "nope"), "--num-prompts", "1", "--camera-prompts", "0", "--steps", "2",
+              "--out", str(tmp_path)])

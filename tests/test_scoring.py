@@ -177,3 +177,49 @@ def test_shipped_tinyworld_clip_score_prefers_the_right_words():
     color_margin, shape_margin = np.array(color_margin), np.array(shape_margin)
     assert (color_margin > 0.05).all() and color_margin.mean() > 0.25, color_margin
     assert shape_margin.mean() > 0.1 and (shape_margin > 0).mean() >= 0.8, shape_margin
+
+
+def test_codec_augmentation_gives_the_frames_a_generated_clip_would_have():
+    """pretrain_clip's codec round trip: each frame comes back as the first or a group frame of the
+    codec's decode of a still clip; latent noise degrades it further."""
+    from studio.codec import TinyWorldCodec
+    from studio.tinyworld import render_clip
+    from training.pretrain_clip import codec_round_trip
+
+    codec = TinyWorldCodec.from_pretrained("assets/generator/vae").eval()
+    f = render_clip("Camera pan left. A red cone and a blue cube.", seed=1).frames[:6]
+    out = codec_round_trip(codec, f, np.random.default_rng(0))
+    assert out.shape == f.shape and out.dtype == np.uint8
+    with torch.no_grad():
+        still = codec.decode(codec.encode(codec.frames_to_video(np.repeat(f[:, None], 5, 1)))).sample
+    still = ((still.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(0, 2, 3, 4, 1).numpy()  # (N, 5, H, W, 3)
+    for k in range(len(f)):
+        assert min(np.abs(still[k, j].astype(int) - out[k].astype(int)).max() for j in range(5)) <= 1
+
+    def psnr(a):
+        return 10 * np.log10(255**2 / np.mean((a.astype(float) - f.astype(float)) ** 2))
+
+    assert 22 < psnr(out) < 35  # blurred, not destroyed
+    assert psnr(codec_round_trip(codec, f, np.random.default_rng(0), latent_noise=1.0)) < psnr(out) - 1
+
+
+def test_sample_batch_sends_the_p_codec_share_of_frames_through_the_codec():
+    from studio.codec import TinyWorldCodec
+    from training.pretrain_clip import ClipTrainConfig, sample_batch
+
+    rng = np.random.default_rng(0)
+    n = 12
+    data = {"frames": rng.integers(0, 256, (n, 64, 64, 3), dtype=np.uint8),
+            "instance": np.zeros((n, 64, 64), np.int32), "objects": [[("red", "cube", 50)]] * n,
+            "clip_ids": np.arange(n), "scenes": [{"objects": [{"color": "red", "shape": "cube"}]}] * n}
+    codec = TinyWorldCodec.from_pretrained("assets/generator/vae").eval()
+
+    def batch(p_codec):
+        cfg = ClipTrainConfig(batch=8, p_recolor=0.0, p_attribute=1.0, p_codec=p_codec)
+        return sample_batch(data, cfg, np.random.default_rng(1), codec)[0]
+
+    plain, coded = batch(0.0), batch(1.0)
+    # Same draws up to the codec step: noise frames come back smoothed, every one of them.
+    per_frame = np.abs(plain.astype(int) - coded.astype(int)).mean(axis=(1, 2, 3))
+    assert (per_frame > 20).all()
+    assert np.abs(np.diff(coded.astype(float), axis=2)).mean() < 0.5 * np.abs(np.diff(plain.astype(float), axis=2)).mean()

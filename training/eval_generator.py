@@ -35,13 +35,13 @@ SHAPE_PROMPT = "a photo of a {}"
 JUDGE_FRAMES = [0, 4, 8, 12, 16]
 
 
-def test_rows(n: int) -> list[dict]:
+def test_rows(n: int, split: str = "test") -> list[dict]:
     from studio.tinyworld.corpus import build_split, load_split
 
     try:
-        rows = load_split("test")
+        rows = load_split(split)
     except FileNotFoundError:
-        rows = build_split("test", 300)
+        rows = build_split(split, 300)
     return rows[:n]
 
 
@@ -167,6 +167,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--shift", type=float, default=None,
                     help="sample with this flow shift instead of the scheduler's own (more steps at high noise when larger)")
     ap.add_argument("--seed", type=int, default=0, help="offset added to each prompt's corpus seed")
+    ap.add_argument("--split", default="test", choices=("test", "dynamic"),
+                    help="prompts to judge: the held-out test split, or the dynamic split (unseen scenes whose "
+                         "colour-shape pairs occur in training)")
+    ap.add_argument("--scorer", default=None,
+                    help="TinyWorld CLIP checkpoint (file or folder) to judge with instead of the shipped assets/clip")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--sheet-rows", type=int, default=16)
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "generator_eval")
@@ -181,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     torch.set_num_threads(args.threads)
     t0 = time.time()
-    rows = test_rows(args.num_prompts)
+    rows = test_rows(args.num_prompts, args.split)
     pipe = load_pipeline(args.model)
     own_scheduler = pipe.scheduler
     if args.shift is not None:
@@ -197,7 +202,7 @@ def _evaluate(args, pipe, rows, t0) -> dict:
     from studio.tinyworld.corpus import scene_of
     from studio.tinyworld.render import render_scene
 
-    scorer = load_scorer("tinyworld")
+    scorer = load_scorer("tinyworld", pretrained=args.scorer)
     seeds = [(r["seed"] + args.seed) % (2**31) for r in rows]
 
     def generate(camera_init: bool, subset: list[int]) -> list[np.ndarray]:
@@ -208,7 +213,7 @@ def _evaluate(args, pipe, rows, t0) -> dict:
     gen_on = generate(True, everything)
     t_gen = time.time() - t0
     renders = [render_scene(scene_of(r), 17, 64, 64)["frames"] for r in rows]
-    report: dict = {"model": args.model, "steps": args.steps, "guidance": args.guidance, "shift": pipe.flow_shift,
+    report: dict = {"model": args.model, "split": args.split, "scorer": args.scorer or "tinyworld", "steps": args.steps, "guidance": args.guidance, "shift": pipe.flow_shift,
                     "num_prompts": len(rows)}
     c_idx, s_idx = judge_attributes(scorer, gen_on)
     report["generated"] = attribute_accuracy(rows, c_idx, s_idx)

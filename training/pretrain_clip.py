@@ -63,6 +63,9 @@ class ClipTrainConfig:
     p_grey: float = 0.2  # share of repainted frames painted in grey levels instead of a random hue
     shape_from_recolored_only: bool = True  # shape texts and the shape label loss only on repainted frames
     label_weight: float = 1.0  # weight of the colour/shape label-text loss (label_text_loss)
+    p_codec: float = 0.0  # probability that a frame goes through a generator's latent codec and back (codec_round_trip)
+    codec: str = "assets/generator/vae"  # the TinyWorldCodec used for p_codec
+    codec_latent_noise: float = 0.0  # with p_codec: Gaussian noise of std U(0, this) added to the normalised latents
     init: str = ""  # checkpoint to start from (a second stage); "" = random init
     lr: float = 1e-3  # peak AdamW learning rate (cosine decay, linear warm-up)
     warmup_steps: int = 40  # linear warm-up
@@ -205,8 +208,37 @@ def recolor_objects(frame: np.ndarray, instance: np.ndarray, objects: list[tuple
     return (out * 255 + 0.5).astype(np.uint8), recolored
 
 
-def sample_batch(data: dict, cfg: ClipTrainConfig, rng: np.random.Generator):
-    """A batch of frames with texts; returns (frames, texts, positives, objects, recolored mask)."""
+def codec_round_trip(codec, frames: np.ndarray, rng: np.random.Generator, latent_noise: float = 0.0) -> np.ndarray:
+    """uint8 frames (N, H, W, 3) through a latent video codec and back, the way generated frames look.
+
+    A generated clip's frames are decoded from latents: the first from its own basis, the others
+    from groups of four frames. Each frame goes in as a still five-frame clip and comes out as the
+    first or one of the group frames (one in five is the first, as in the judged frames 0, 4, .., 16).
+    ``latent_noise`` adds N(0, s^2), s ~ U(0, latent_noise), to the normalised latents: a judge of
+    generated clips must read objects whose latents are not a render's.
+    """
+    import torch
+
+    clips = np.repeat(frames[:, None], 5, axis=1)
+    with torch.no_grad():
+        z = codec.encode(codec.frames_to_video(clips))
+        if latent_noise > 0:
+            s = torch.from_numpy(rng.uniform(0, latent_noise, len(frames)).astype(np.float32))
+            z = z + s[:, None, None, None, None] * torch.from_numpy(rng.standard_normal(z.shape).astype(np.float32))
+        linear = codec.decode_linear(z)  # (N, 3, 5, H, W)
+        pick = rng.integers(0, 5, len(frames))
+        out = torch.empty_like(linear[:, :, 0])
+        for p in np.unique(pick):  # the refiner decodes only the frame each still keeps
+            rows, idx = torch.from_numpy(np.flatnonzero(pick == p)), torch.tensor([int(p)])
+            out[rows] = codec.refine(z[rows], linear[rows][:, :, idx], frames=idx)[:, :, 0]
+    return ((out.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(0, 2, 3, 1).numpy()
+
+
+def sample_batch(data: dict, cfg: ClipTrainConfig, rng: np.random.Generator, codec=None):
+    """A batch of frames with texts; returns (frames, texts, positives, objects, recolored mask).
+
+    codec: the latent codec for ``cfg.p_codec`` (None: no frame goes through a codec).
+    """
     from studio.tinyworld.corpus import make_caption
 
     idx = rng.choice(len(data["frames"]), cfg.batch, replace=False)
@@ -233,6 +265,10 @@ def sample_batch(data: dict, cfg: ClipTrainConfig, rng: np.random.Generator):
             text, color, shape = make_caption(data["scenes"][i], rng), None, None
         texts.append(text)
         specs.append((color, shape))
+    if codec is not None and cfg.p_codec > 0:
+        through = np.flatnonzero(rng.random(cfg.batch) < cfg.p_codec)
+        if len(through):
+            frames[through] = codec_round_trip(codec, frames[through], rng, cfg.codec_latent_noise)
     pos = positives_matrix(objects, specs, clip_ids, texts)
     return frames, texts, pos, objects, recolored
 
@@ -353,6 +389,12 @@ def train(cfg: ClipTrainConfig) -> dict:
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
 
+    codec = None
+    if cfg.p_codec > 0:
+        from studio.codec import TinyWorldCodec
+
+        codec = TinyWorldCodec.from_pretrained(cfg.codec).eval()
+
     log_file = open(run_dir / "log.jsonl", "w")
     t_train, cpu_train = time.time(), time.process_time()
     stopped_early = False
@@ -361,7 +403,7 @@ def train(cfg: ClipTrainConfig) -> dict:
         if (time.process_time() - cpu_train) / 60 > cfg.max_cpu_minutes:
             stopped_early = True
             break
-        frames, texts, pos, objects, recolored = sample_batch(data, cfg, rng)
+        frames, texts, pos, objects, recolored = sample_batch(data, cfg, rng, codec)
         for g in opt.param_groups:
             g["lr"] = lr_at(step, cfg)
         model.train()
