@@ -223,3 +223,16 @@ def test_sample_batch_sends_the_p_codec_share_of_frames_through_the_codec():
     per_frame = np.abs(plain.astype(int) - coded.astype(int)).mean(axis=(1, 2, 3))
     assert (per_frame > 20).all()
     assert np.abs(np.diff(coded.astype(float), axis=2)).mean() < 0.5 * np.abs(np.diff(plain.astype(float), axis=2)).mean()
+
+
+def test_clip_training_settings_that_cannot_work_fail_before_any_rendering(tmp_path):
+    from training.pretrain_clip import ClipTrainConfig, check_config
+
+    check_config(ClipTrainConfig(p_codec=0.5))  # the generator's codec ships
+    with pytest.raises(ValueError, match="p_codec is a probability"):
+        check_config(ClipTrainConfig(p_codec=1.5))
+    with pytest.raises(ValueError, match="codec_latent_noise"):
+        check_config(ClipTrainConfig(p_codec=0.5, codec_latent_noise=-1))
+    with pytest.raises(FileNotFoundError, match="TinyWorldCodec folder"):
+        check_config(ClipTrainConfig(p_codec=0.5, codec=str(tmp_path)))
+    check_config(ClipTrainConfig(p_codec=0.0, codec=str(tmp_path)))  # no codec needed without p_codec

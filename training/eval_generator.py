@@ -14,6 +14,7 @@
 - A contact sheet PNG of test clips (frames 0, 4, 8, 12, 16; generated beside the render).
 
     python -m training.eval_generator [--model tinyworld] [--num-prompts 120] [--camera-prompts 60]
+        [--split test|dynamic] [--scorer CLIP_DIR] [--steps 20] [--guidance 5] [--shift S]
 """
 
 from __future__ import annotations

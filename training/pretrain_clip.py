@@ -18,6 +18,9 @@ present the image tower learns shape through colour ("red is never a cone"). Mos
 (``recolor_objects``) and are paired with shape captions only; with ``shape_from_recolored_only``
 the palette-coloured frames carry colour (and colour-and-shape) texts but no shape-only text and
 no shape label term, so the shape texts never learn to read the palette colours.
+With ``p_codec`` a share of the frames goes through a generator's latent codec and back first
+(``codec_round_trip``), for a judge of generated clips; the shipped scorer is trained without it
+(docs/generator.md measures both).
 
     python -m training.pretrain_clip --out assets/clip
     python -m training.pretrain_clip --steps 10 --clips 64 --clips-128 0 --out runs/clip/smoke
@@ -352,6 +355,18 @@ def save_clip(model, out: str | Path) -> Path:
     return path
 
 
+def check_config(cfg: ClipTrainConfig) -> None:
+    """Fail before any rendering on settings that cannot work."""
+    for name in ("p_attribute", "p_recolor", "p_grey", "p_codec"):
+        if not 0.0 <= getattr(cfg, name) <= 1.0:
+            raise ValueError(f"{name} is a probability in [0, 1], got {getattr(cfg, name)}")
+    if cfg.codec_latent_noise < 0:
+        raise ValueError(f"codec_latent_noise is a standard deviation >= 0, got {cfg.codec_latent_noise}")
+    if cfg.p_codec > 0 and not (Path(cfg.codec) / "config.json").is_file():
+        raise FileNotFoundError(f"p_codec needs a TinyWorldCodec folder (config.json + weights), not found: {cfg.codec}; "
+                                "the generator's is assets/generator/vae")
+
+
 def train(cfg: ClipTrainConfig) -> dict:
     import open_clip
     import torch
@@ -361,6 +376,7 @@ def train(cfg: ClipTrainConfig) -> dict:
 
     from training.run_setup import start_run
 
+    check_config(cfg)
     rng, run_dir = start_run(cfg)
 
     t0 = time.time()
@@ -466,4 +482,9 @@ def parse_args(argv: list[str] | None = None) -> ClipTrainConfig:
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    train(parse_args())
+    config = parse_args()
+    try:
+        check_config(config)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"pretrain_clip: {e}") from None
+    train(config)
