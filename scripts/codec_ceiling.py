@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     from studio.scoring import load_scorer
     from studio.tinyworld.corpus import scene_of
     from studio.tinyworld.render import render_scene
+    from studio.video import decoded_to_frames
     from training.eval_generator import attribute_accuracy, judge_attributes, test_rows
 
     clips_file = args.data / "clips.npy"
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for label, decode, codec in [pca(z) for z in args.z_dims] + [trained(f) for f in args.codec]:
         with torch.no_grad():
             rec = decode(codec.encode(video)).clamp(-1, 1)
-        frames = ((rec + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 4, 1).numpy()
+        frames = decoded_to_frames(rec)
         c_idx, s_idx = judge_attributes(scorer, list(frames))
         acc = attribute_accuracy(rows, c_idx, s_idx)
         row = {**label, "psnr_db": round(10 * math.log10(4.0 / ((rec - video) ** 2).mean().item()), 2),

@@ -59,6 +59,8 @@ from typing import Callable
 
 import numpy as np
 
+from studio.video import decoded_to_frames
+
 ROOT = Path(__file__).resolve().parents[1]
 TINYWORLD_DIR = ROOT / "assets" / "generator"
 MAX_PROMPT_CHARS = 2000
@@ -426,9 +428,7 @@ class WorldPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
                 mean = torch.tensor(cfg.latents_mean).view(1, -1, 1, 1, 1).to(z)
                 std = torch.tensor(cfg.latents_std).view(1, -1, 1, 1, 1).to(z)
                 z = z * std + mean
-            video = self.vae.decode(z, return_dict=False)[0]
-            video = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-        return video.permute(0, 2, 3, 4, 1).cpu().numpy()
+            return decoded_to_frames(self.vae.decode(z, return_dict=False)[0])
 
     # ------------------------------------------------------------------ adapters
     def _activate_adapter(self) -> None:

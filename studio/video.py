@@ -1,10 +1,17 @@
-"""Frames -> H.264 MP4 that browsers play, and depth -> colour frames for viewing."""
+"""Decoded video -> uint8 frames, frames -> H.264 MP4 that browsers play, and depth -> colour frames for viewing."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+
+
+def decoded_to_frames(video) -> np.ndarray:
+    """A decoder's float torch video in about [-1, 1], channels on axis 1 ((B, 3, F, H, W) or
+    (N, 3, H, W)), -> uint8 frames with channels last, as every decoder output is shown and judged."""
+    x = ((video.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte()
+    return x.permute(0, *range(2, x.ndim), 1).cpu().numpy()
 
 
 def upscale_for_display(frames: np.ndarray, min_side: int = 256) -> np.ndarray:

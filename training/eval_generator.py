@@ -214,8 +214,8 @@ def _evaluate(args, pipe, rows, t0) -> dict:
     gen_on = generate(True, everything)
     t_gen = time.time() - t0
     renders = [render_scene(scene_of(r), 17, 64, 64)["frames"] for r in rows]
-    report: dict = {"model": args.model, "split": args.split, "scorer": args.scorer or "tinyworld", "steps": args.steps, "guidance": args.guidance, "shift": pipe.flow_shift,
-                    "num_prompts": len(rows)}
+    report: dict = {"model": args.model, "split": args.split, "scorer": args.scorer or "tinyworld", "steps": args.steps,
+                    "guidance": args.guidance, "shift": pipe.flow_shift, "num_prompts": len(rows)}
     c_idx, s_idx = judge_attributes(scorer, gen_on)
     report["generated"] = attribute_accuracy(rows, c_idx, s_idx)
     c_idx, s_idx = judge_attributes(scorer, renders)

@@ -222,6 +222,8 @@ def codec_round_trip(codec, frames: np.ndarray, rng: np.random.Generator, latent
     """
     import torch
 
+    from studio.video import decoded_to_frames
+
     clips = np.repeat(frames[:, None], 5, axis=1)
     with torch.no_grad():
         z = codec.encode(codec.frames_to_video(clips))
@@ -234,7 +236,7 @@ def codec_round_trip(codec, frames: np.ndarray, rng: np.random.Generator, latent
         for p in np.unique(pick):  # the refiner decodes only the frame each still keeps
             rows, idx = torch.from_numpy(np.flatnonzero(pick == p)), torch.tensor([int(p)])
             out[rows] = codec.refine(z[rows], linear[rows][:, :, idx], frames=idx)[:, :, 0]
-    return ((out.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(0, 2, 3, 1).numpy()
+    return decoded_to_frames(out)
 
 
 def sample_batch(data: dict, cfg: ClipTrainConfig, rng: np.random.Generator, codec=None):
