@@ -20,7 +20,7 @@
 #
 # Settings (environment): CLIPS rendered clips (24000), MINUTES of training (4.5), BATCH (256),
 # LR (1e-3), DEVICE (cuda), WORKERS render processes (all cores), PY (python3), WORK scratch folder.
-# SMOKE=1 shrinks everything to a one-minute CPU check of the plumbing (tests/test_device_generator.py).
+# SMOKE=1 shrinks everything to a one-minute CPU check of the plumbing (tests/training/test_device_generator.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -5,6 +5,7 @@ pipeline in parts that reassemble into a model the studio loads and samples."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -37,7 +38,7 @@ def test_device_job_smoke_run_returns_a_pipeline_the_studio_loads(tmp_path):
     for stage in ("render", "codec", "train"):
         assert f"stage {stage}:" in log
     losses = [json.loads(line)["loss"] for line in (out / "train_log.jsonl").read_text().splitlines()]
-    assert losses and all(l == l and l > 0 for l in losses)  # logged, finite
+    assert losses and all(math.isfinite(l) and l > 0 for l in losses)
 
     tar_path = tmp_path / "pipeline.tar"
     tar_path.write_bytes(b"".join(p.read_bytes() for p in parts))
