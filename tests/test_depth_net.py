@@ -145,3 +145,20 @@ def test_warm_start_must_match_the_architecture(tmp_path):
     start, out = load_tinyworld_depth(tmp_path / "start").model, load_tinyworld_depth(tmp_path / "out").model
     assert torch.equal(start.head.weight, out.head.weight)
     assert out.config.extra["warm_start"]["from"] == str(tmp_path / "start")
+
+
+def test_closeup_clips_are_the_same_scenes_seen_while_the_camera_pushes_in():
+    """The close-up training set re-renders corpus scenes with a push-in and keeps its second half."""
+    from training.pretrain_depth import closeup_moves
+
+    assert closeup_moves(0) == ["push_in"]
+    assert closeup_moves(1)[-1] == "push_in" and len(closeup_moves(1)) == 2
+    assert [closeup_moves(k) for k in range(6)] == [closeup_moves(k) for k in range(6)]  # deterministic
+    plain = heldout_clips(2, 64, split="train")
+    close = heldout_clips(2, 64, split="train", closeup=True)
+    assert close[0]["frames"].shape == (9, 64, 64, 3)  # frames 8..16
+    assert close[0]["scene"]["objects"] == plain[0]["scene"]["objects"]
+    assert close[0]["scene"]["moves"] == ["push_in"]
+    # The camera ends nearer the scene than the plain clip's camera ever is.
+    median = lambda d: float(np.median(d[d > 0]))  # noqa: E731
+    assert median(close[0]["depth"][-1]) < 0.7 * min(median(d) for d in plain[0]["depth"])

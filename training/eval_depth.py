@@ -5,6 +5,7 @@ truth is not sky), averaged over clips; pixels the net calls sky count with thei
 
     python -m training.eval_depth                       # shipped weights, 64 and 128 px
     python -m training.eval_depth --weights runs/depth/model --clips 40
+    python -m training.eval_depth --closeup             # also the camera pushing in (frames 8-16)
 """
 
 from __future__ import annotations
@@ -53,11 +54,18 @@ def evaluate_depth(model, clips: list[dict]) -> dict:
     }
 
 
-def heldout_clips(num_clips: int, size: int, split: str = "test") -> list[dict]:
-    """Render the first `num_clips` rows of a held-out corpus split, all 17 frames, in-process."""
-    from training.pretrain_depth import _render_job, split_rows
+def heldout_clips(num_clips: int, size: int, split: str = "test", closeup: bool = False) -> list[dict]:
+    """Render the first `num_clips` rows of a held-out corpus split, all 17 frames, in-process.
+
+    closeup=True: the same scenes with the camera pushing in (pretrain_depth.closeup_moves), frames
+    8-16 only, where the camera is nearest the objects.
+    """
+    from training.pretrain_depth import CLOSEUP_FIRST_FRAME, _render_job, closeup_moves, split_rows
 
     rows = split_rows(split)[:num_clips]
+    if closeup:
+        return [_render_job((r["prompt"], {**r["scene"], "moves": closeup_moves(k)}, size, 1, CLOSEUP_FIRST_FRAME))
+                for k, r in enumerate(rows)]
     return [_render_job((r["prompt"], r["scene"], size, 1)) for r in rows]
 
 
@@ -69,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128], help="square frame sizes to test")
     p.add_argument("--split", default="test", help="corpus split to draw prompts from")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--closeup", action="store_true",
+                   help="also score the same scenes seen while the camera pushes in (frames 8-16)")
     args = p.parse_args(argv)
 
     import torch
@@ -78,15 +88,16 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(args.threads)
     model = load_tinyworld_depth(args.weights)
     results = {}
-    for size in args.sizes:
+    for size, closeup in [(s, c) for c in ([False, True] if args.closeup else [False]) for s in args.sizes]:
         t0 = time.time()
-        clips = heldout_clips(args.clips, size, split=args.split)
+        clips = heldout_clips(args.clips, size, split=args.split, closeup=closeup)
         t1 = time.time()
         metrics = evaluate_depth(model, clips)
         metrics["predict_s_per_clip"] = (time.time() - t1) / len(clips)
         metrics["render_s"] = t1 - t0
-        results[f"{size}px"] = metrics
-        print(f"{size}x{size}: AbsRel (median-aligned per clip) = {metrics['absrel_aligned']:.4f} "
+        name = f"{size}px" + (" close-up" if closeup else "")
+        results[name] = metrics
+        print(f"{name}: AbsRel (median-aligned per clip) = {metrics['absrel_aligned']:.4f} "
               f"over {metrics['clips']} held-out clips; unaligned {metrics['absrel_unaligned']:.4f}, "
               f"median scale {metrics['scale_median']:.3f}, sky accuracy {metrics['sky_accuracy']:.4f}, "
               f"worst clip {metrics['absrel_aligned_worst_clip']:.4f}")
