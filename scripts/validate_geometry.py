@@ -143,6 +143,11 @@ CORRUPTIONS = ("shuffled", "wobble", "teleport")
 REPORTED = ("shake",)
 
 
+def meets_bar(scores: tuple) -> bool:
+    """The issue's bar for a broken clip: depth_consistency_l1 >= 2x the intact clip's, recon_psnr >= 3 dB lower."""
+    return scores[0] >= 2.0 and scores[1] >= 3.0
+
+
 def corrupt(name, clip, prompt, seed, size, move, rng):
     """(frames, depth, true c2w) of the broken variant of a clip, or None where it does not apply."""
     if name == "shuffled":
@@ -237,7 +242,7 @@ def main() -> int:
             vals = [(move, seed, br[name]) for move, seed, br in broken_rows if name in br]
             if not vals:  # e.g. only the fixed camera asked for: nothing to shuffle
                 continue
-            ok = [v[2][0] >= 2.0 and v[2][1] >= 3.0 for v in vals]
+            ok = [meets_bar(v[2]) for v in vals]
             label = name if name in CORRUPTIONS else f"{name} (reported, not required)"
             print(f"| {label} | {len(vals)} | {sum(ok)}/{len(vals)} | {np.median([v[2][0] for v in vals]):.1f} | "
                   f"{np.median([v[2][1] for v in vals]):.1f} | {min(v[2][1] for v in vals):.1f} | "
@@ -256,8 +261,8 @@ def main() -> int:
                      for m, sd, br in broken_rows if br["wrong"][0] < 3.0]
         sh = [br["shuffled"] for _, _, br in broken_rows if "shuffled" in br]
         if sh:
-            below = [v for v in sh if not (v[0] >= 2.0 and v[1] >= 3.0)]
-            above = [v for v in sh if v[0] >= 2.0 and v[1] >= 3.0]
+            above = [v for v in sh if meets_bar(v)]
+            below = [v for v in sh if not meets_bar(v)]
             med = lambda vs, k: fmt(float(np.median([v[4][k] for v in vs if v[4][k] is not None])) if vs else None, 2)  # noqa: E731
             print(f"\nshuffled clips against their own (shuffled) true cameras, median centre err % / rel. rot. err deg: "
                   f"below the L1/PSNR bar {med(below, 'centre_err_pct')} / {med(below, 'rel_rot_err_deg')} "

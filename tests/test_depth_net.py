@@ -153,7 +153,7 @@ def test_closeup_clips_are_the_same_scenes_seen_while_the_camera_pushes_in():
 
     assert closeup_moves(0) == ["push_in"]
     assert closeup_moves(1)[-1] == "push_in" and len(closeup_moves(1)) == 2
-    assert [closeup_moves(k) for k in range(6)] == [closeup_moves(k) for k in range(6)]  # deterministic
+    assert all(closeup_moves(k)[-1] == "push_in" for k in range(24))  # every close-up clip ends pushed in
     plain = heldout_clips(2, 64, split="train")
     close = heldout_clips(2, 64, split="train", closeup=True)
     assert close[0]["frames"].shape == (9, 64, 64, 3)  # frames 8..16

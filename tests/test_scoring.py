@@ -133,7 +133,7 @@ def _single_object_frames(split: str, n: int):
     from training.pretrain_depth import _render_job, split_rows
 
     rows = [r for r in split_rows(split) if len(r["scene"]["objects"]) == 1][:n]
-    return [_render_job((r["prompt"], r["scene"], 64, 4)) for r in rows]
+    return [_render_job((r["prompt"], r["scene"], 64, 4, 0)) for r in rows]
 
 
 def test_shipped_tinyworld_clip_meets_target():

@@ -69,13 +69,13 @@ def split_rows(split: str) -> list[dict]:
     return load_split(split)
 
 
-def _render_job(job: tuple) -> dict:
-    """(prompt, scene, size, stride[, first frame]) -> the kept frames, depth and instances of one clip."""
+def _render_job(job: tuple[str, dict, int, int, int]) -> dict:
+    """(prompt, scene, size, stride, first frame) -> the kept frames, depth and instances of one clip."""
     import warnings
 
     from studio.tinyworld import Scene, render_clip
 
-    prompt, scene, size, stride, first = (*job, 0) if len(job) == 4 else job
+    prompt, scene, size, stride, first = job
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clip = render_clip(prompt, num_frames=17, height=size, width=size, scene=Scene.from_dict(scene))
@@ -97,6 +97,11 @@ def closeup_moves(row_index: int) -> list[str]:
     """
     others = ("orbit_left", "orbit_right", "move_left", "move_right", "pan_left", "pan_right", "tilt_up", "tilt_down")
     return ["push_in"] if row_index % 3 == 0 else [others[row_index % len(others)], "push_in"]
+
+
+def closeup_scene(scene: dict, row_index: int) -> dict:
+    """A corpus row's scene with its camera moves replaced by closeup_moves(row_index)."""
+    return {**scene, "moves": closeup_moves(row_index)}
 
 
 def render_dataset(split: str, start: int, num_clips: int, size: int, data_dir: str | Path,
@@ -125,7 +130,7 @@ def render_dataset(split: str, start: int, num_clips: int, size: int, data_dir: 
     if len(rows) < num_clips:
         raise ValueError(f"split {split} has only {start + len(rows)} rows; asked for [{start}, {start + num_clips})")
     if closeup:
-        rows = [{**r, "scene": {**r["scene"], "moves": closeup_moves(start + k)}} for k, r in enumerate(rows)]
+        rows = [{**r, "scene": closeup_scene(r["scene"], start + k)} for k, r in enumerate(rows)]
     jobs = [(r["prompt"], r["scene"], size, stride, first) for r in rows]
     t0 = time.time()
     if workers > 1:
@@ -228,6 +233,8 @@ def train(cfg: DepthTrainConfig) -> dict:
     n_train = len(split_rows("train"))
     if cfg.clips_64 > n_train - cfg.val_clips or cfg.clips_128 > n_train - cfg.val_clips:
         raise ValueError(f"the train split has {n_train} rows, {cfg.val_clips} of them for validation")
+    if cfg.p_closeup and not (cfg.closeup_clips_64 or cfg.closeup_clips_128):
+        raise ValueError("p_closeup > 0 needs closeup_clips_64 or closeup_clips_128")
     data = {64: render_dataset("train", 0, cfg.clips_64, 64, cfg.data_dir, cfg.workers),
             128: render_dataset("train", n_train - cfg.val_clips - cfg.clips_128, cfg.clips_128, 128,
                                 cfg.data_dir, cfg.workers)}
@@ -235,8 +242,6 @@ def train(cfg: DepthTrainConfig) -> dict:
     for size, n in ((64, cfg.closeup_clips_64), (128, cfg.closeup_clips_128)):
         if n:  # rows from the start of the split again: the same scenes, seen from close up
             closeups[size] = render_dataset("train", 0, n, size, cfg.data_dir, cfg.workers, closeup=True)
-    if cfg.p_closeup and not closeups:
-        raise ValueError("p_closeup > 0 needs closeup_clips_64 or closeup_clips_128")
     val = {s: render_dataset("train", n_train - cfg.val_clips, cfg.val_clips, s, cfg.data_dir, cfg.workers,
                              stride=1) for s in (64, 128)}
     data_s = time.time() - t0
