@@ -129,7 +129,10 @@ def compare(
     base = load_pipeline(model)
     base.check_inputs(prompt, seed, num_frames, height, width, steps, guidance)  # fail before heavy work
     tuned = load_pipeline(model, lora=lora) if lora else None
-    notes = [] if tuned else ["No tuned checkpoint in the slot: train one in the Training tab or name a LoRA."]
+    notes = base.prompt_warnings(prompt)
+    if not tuned:
+        notes.append("No tuned model in the slot, so only the baseline is shown: train a World-R1 LoRA for this base "
+                     "in the Training tab, or pick a LoRA.")
     out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="compare-"))
     out.mkdir(parents=True, exist_ok=True)
     pipes = [("baseline", base)] + ([("tuned", tuned)] if tuned else [])

@@ -59,12 +59,15 @@ from typing import Callable
 
 import numpy as np
 
+from studio.util import TOKENIZER_LOCK
 from studio.video import decoded_to_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 TINYWORLD_DIR = ROOT / "assets" / "generator"
 MAX_PROMPT_CHARS = 2000
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+# Safetensors metadata key of a LoRA file: the fingerprint of the base transformer it was trained on.
+BASE_FINGERPRINT_KEY = "studio.base_fingerprint"
 
 
 @dataclass(frozen=True)
@@ -119,10 +122,11 @@ def embed_prompts(tokenizer, text_encoder, prompts: list[str], max_sequence_leng
     Shared by the pipeline and the TinyWorld pre-training, so both see the same padding.
     """
     prompts = [" ".join(p.split()) for p in prompts]
-    inputs = tokenizer(
-        prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
-        add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
-    )
+    with TOKENIZER_LOCK:
+        inputs = tokenizer(
+            prompts, padding="max_length", max_length=max_sequence_length, truncation=True,
+            add_special_tokens=True, return_attention_mask=True, return_tensors="pt",
+        )
     device = next(text_encoder.parameters()).device
     ids, mask = inputs.input_ids.to(device), inputs.attention_mask.to(device)
     hidden = text_encoder(ids, mask).last_hidden_state
@@ -225,6 +229,7 @@ class WorldPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
         self.vae_scale_factor_temporal = getattr(vae.config, "scale_factor_temporal", 4) if vae is not None else 4
         self.vae_scale_factor_spatial = getattr(vae.config, "scale_factor_spatial", 8) if vae is not None else 8
         self.model_name = ""  # set by load_pipeline
+        self.base_fingerprint = ""  # set by load_pipeline: base_fingerprint(transformer), checked against LoRAs
         self.adapter: str | None = None  # the LoRA adapter this view switches on (None: base model)
         self._studio_adapters: dict[str, float] = {}  # adapters load_pipeline added -> scale
         self._lock = threading.RLock()
@@ -269,7 +274,7 @@ class WorldPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
             raise ValueError("prompt is empty; describe the scene, e.g. 'Camera orbit left. A red cube on a checkered floor.'")
         if len(prompt) > MAX_PROMPT_CHARS:
             raise ValueError(f"prompt is {len(prompt)} characters; shorten it to at most {MAX_PROMPT_CHARS}")
-        n_tokens = len(self.tokenizer(" ".join(prompt.split()), add_special_tokens=True).input_ids)
+        n_tokens = len(self.prompt_token_ids(prompt))
         if n_tokens > self.max_sequence_length:
             raise ValueError(
                 f"prompt is {n_tokens} tokens; this model reads at most {self.max_sequence_length}: shorten it"
@@ -294,6 +299,27 @@ class WorldPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
             raise ValueError(f"guidance must be a number in [0, 20] (1 turns guidance off), got {guidance!r}")
 
     # ------------------------------------------------------------------ 2. text
+    def prompt_token_ids(self, prompt: str) -> list[int]:
+        """The prompt's token ids as the text encoder reads them (with the end token, no padding)."""
+        with TOKENIZER_LOCK:
+            return list(self.tokenizer(" ".join(prompt.split()), add_special_tokens=True).input_ids)
+
+    def prompt_warnings(self, prompt: str) -> list[str]:
+        """What the model cannot read in a prompt: a prompt of unknown words only conditions nothing."""
+        unk = getattr(self.tokenizer, "unk_token_id", None)
+        if unk is None or not prompt.strip():
+            return []
+        ids = self.prompt_token_ids(prompt)
+        special = set(getattr(self.tokenizer, "all_special_ids", [])) - {unk}
+        words = [i for i in ids if i not in special]
+        if all(i == unk for i in words):  # also true when the tokenizer dropped every character
+            return ["none of the prompt's words are known to this model, so the clip is not conditioned on it; "
+                    "the TinyWorld generator reads English words for colours, shapes, grounds, skies and camera "
+                    "moves, e.g. 'Camera orbit left. A red cube on a checkered floor.'"]
+        if unk in words:
+            return [f"{words.count(unk)} word(s) of the prompt are unknown to this model and were ignored"]
+        return []
+
     def encode_prompt(self, prompts: list[str], guidance: float = 5.0):
         """(cond, uncond) text embeddings (B, L, D); uncond (the empty prompt) is None when guidance == 1."""
         import torch
@@ -582,18 +608,18 @@ def resolve_lora(lora: str | os.PathLike) -> Path:
             files = sorted(path.glob("*.safetensors"))
             if len(files) != 1:
                 raise FileNotFoundError(
-                    f"LoRA directory {path} must hold {LORA_WEIGHT_NAME} (or exactly one .safetensors file); found {len(files)}"
+                    f"LoRA directory {lora_display_name(path)} must hold {LORA_WEIGHT_NAME} (or exactly one .safetensors file); found {len(files)}"
                 )
             path = files[0]
     if path.suffix != ".safetensors":
-        raise ValueError(f"LoRA {path} is not a .safetensors file; only safetensors LoRA weights are loaded")
+        raise ValueError(f"LoRA {lora_display_name(path)} is not a .safetensors file; only safetensors LoRA weights are loaded")
     try:
         with safe_open(str(path), framework="pt") as f:
             keys = list(f.keys())
     except Exception as e:  # noqa: BLE001 - truncated or not safetensors at all
-        raise ValueError(f"LoRA {path} is corrupt or not a safetensors file ({e}); re-export it with save_lora_weights") from e
+        raise ValueError(f"LoRA {lora_display_name(path)} is corrupt or not a safetensors file ({type(e).__name__}); re-export it with save_lora_weights") from e
     if not keys or not any("lora" in k for k in keys):
-        raise ValueError(f"{path} holds no LoRA weights (no 'lora_A'/'lora_B' keys); save it with WorldPipeline.save_lora_weights")
+        raise ValueError(f"{lora_display_name(path)} holds no LoRA weights (no 'lora_A'/'lora_B' keys); save it with WorldPipeline.save_lora_weights")
     return path.resolve()
 
 
@@ -655,16 +681,83 @@ def load_pipeline(
         adapter = "lora_" + hashlib.sha1(str(lora_path).encode()).hexdigest()[:10]
         with pipe._lock:
             if adapter not in pipe._studio_adapters:
+                check_lora_base(lora_path, pipe)
                 try:
                     pipe.load_lora_weights(str(lora_path.parent), weight_name=lora_path.name, adapter_name=adapter)
+                    if adapter not in (getattr(pipe.transformer, "peft_config", None) or {}):
+                        # diffusers only warns when no key names a layer of this transformer
+                        raise ValueError(
+                            "none of its weights name a layer of this model's transformer (it was made for "
+                            "another architecture, e.g. a U-Net)")
                 except Exception as e:  # noqa: BLE001 - wrong shapes, wrong targets, corrupt tensors
                     try:
                         pipe.delete_adapters([adapter])
                     except Exception:  # noqa: BLE001 - nothing was added
                         pass
-                    raise ValueError(f"LoRA {lora_path} does not fit model {name!r}: {e}") from e
+                    raise ValueError(f"LoRA {lora_display_name(lora_path)} does not fit model {name!r}: {e}") from e
             pipe._studio_adapters[adapter] = float(lora_scale)
         return pipe.with_adapter(adapter)
+
+
+# ------------------------------------------------------------------------------------ base fingerprint
+def base_fingerprint(transformer) -> str:
+    """A short digest of a transformer's base weights, the same with or without LoRA adapters attached.
+
+    It hashes each base tensor's name, shape and first 256 values rounded to bf16, so a checkpoint
+    loaded in fp32 or bf16, on any device, gives the same digest, and it costs milliseconds even at
+    Wan-14B size (no full pass over the weights).
+    """
+    import torch
+
+    h = hashlib.sha256()
+    for name, t in sorted(transformer.state_dict().items()):
+        if "lora_" in name:
+            continue
+        name = name.replace(".base_layer", "")
+        head = t.detach().flatten()[:256].to("cpu", torch.bfloat16).float().numpy()
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        h.update(head.tobytes())
+    return h.hexdigest()[:16]
+
+
+def lora_metadata(path: Path | str) -> dict[str, str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
+
+
+def stamp_lora(path: Path | str, fingerprint: str) -> None:
+    """Record the base model's fingerprint in a LoRA safetensors file (its other metadata kept), atomically."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(path)
+    meta = {**lora_metadata(path), BASE_FINGERPRINT_KEY: fingerprint}
+    meta.setdefault("format", "pt")
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(load_file(str(path)), str(tmp), metadata=meta)
+    os.replace(tmp, path)
+
+
+def check_lora_base(lora_path: Path, pipe: "WorldPipeline") -> None:
+    """Refuse a LoRA whose recorded base fingerprint is not this pipeline's (unstamped LoRAs pass)."""
+    recorded = lora_metadata(lora_path).get(BASE_FINGERPRINT_KEY)
+    if recorded and recorded != pipe.base_fingerprint:
+        raise ValueError(
+            f"LoRA {lora_display_name(lora_path)} was trained on another base model (fingerprint {recorded}; "
+            f"{pipe.model_name or 'this model'} is {pipe.base_fingerprint}); a LoRA only fits the base it was "
+            "trained on: train one on this base in the Training tab, or pick a LoRA made for it")
+
+
+def lora_display_name(path: Path | str) -> str:
+    """A LoRA's name for messages and the UI: the folder under assets/lora or runs, never a server path."""
+    path = Path(path)
+    folder = path.parent if path.name == LORA_WEIGHT_NAME else path
+    parts = folder.parts
+    for anchor in ("lora", "runs"):
+        if anchor in parts:
+            return "/".join(parts[len(parts) - parts[::-1].index(anchor):]) or folder.name
+    return folder.name
 
 
 def _load_base(path: Path, name: str, device: str, torch_dtype, cpu_offload, vae_tiling, vae_slicing) -> WorldPipeline:
@@ -703,6 +796,7 @@ def _load_base(path: Path, name: str, device: str, torch_dtype, cpu_offload, vae
     if vae_slicing and hasattr(pipe.vae, "enable_slicing"):
         pipe.vae.enable_slicing()
     pipe.model_name = name
+    pipe.base_fingerprint = base_fingerprint(pipe.transformer)
     return pipe
 
 

@@ -22,6 +22,8 @@ from typing import Sequence
 
 import numpy as np
 
+from studio.util import TOKENIZER_LOCK
+
 DEFAULT_CLIP_DIR = Path(__file__).resolve().parents[1] / "assets" / "clip"
 TINYWORLD_NAME = "tinyworld"
 TINYWORLD_WEIGHTS = f"{TINYWORLD_NAME}.safetensors"
@@ -126,7 +128,10 @@ class Scorer:
         """L2-normalised text embeddings, float32 (N, D)."""
         import torch
 
-        tokens = self.tokenizer(_check_texts(texts)).to(self.device)
+        texts = _check_texts(texts)
+        with TOKENIZER_LOCK:
+            tokens = self.tokenizer(texts)
+        tokens = tokens.to(self.device)
         with torch.inference_mode():
             f = self.model.encode_text(tokens)
             return torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy()

@@ -1,11 +1,18 @@
-"""Small shared helpers: atomic file writes (a crash never leaves a half-written file)."""
+"""Small shared helpers: atomic file writes (a crash never leaves a half-written file), the tokenizer lock."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+import threading
 from pathlib import Path
+
+# A fast tokenizer (tokenizers' Rust object) keeps its padding and truncation settings as state and
+# resets them on every call, so two threads tokenizing at once can pad each other's batch (an
+# 11-token embedding where the model expects 64). Every tokenizer call in the studio holds this lock;
+# tokenizing takes microseconds, so one lock for all tokenizers costs nothing.
+TOKENIZER_LOCK = threading.Lock()
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> Path:

@@ -4,6 +4,7 @@ checks, and the shipped TinyWorld generator (skipped until assets/generator/ exi
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -580,3 +581,109 @@ def test_eval_generator_judges_another_split_with_another_scorer(tmp_path):
     with pytest.raises(FileNotFoundError, match="TinyWorld CLIP not found"):
         main(["--scorer", str(tmp_path / "nope"), "--num-prompts", "1", "--camera-prompts", "0", "--steps", "2",
               "--out", str(tmp_path)])
+
+
+# ------------------------------------------------------------------------------------ concurrency
+def test_tokenizer_calls_from_many_threads_never_pad_each_other(wan_dir):
+    """check_inputs (no padding) and encode_prompt (pads to max length) share one fast tokenizer,
+    whose padding is state on the Rust object: every embedding must keep the model's length."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipe = load_pipeline(str(wan_dir))
+    length = pipe.max_sequence_length
+
+    def work(i: int):
+        if i % 2:
+            pipe.check_inputs(PROMPT, 0, 9, 32, 32, 3, 5.0)
+            return None
+        cond, _ = pipe.encode_prompt([STILL], 1.0)
+        return tuple(cond.shape)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, as a loaded server does
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            shapes = [s for s in pool.map(work, range(2000)) if s is not None]
+    finally:
+        sys.setswitchinterval(interval)
+    assert shapes and set(shapes) == {(1, length, 32)}
+
+
+def test_eight_concurrent_identical_requests_give_the_single_request_clip(wan_dir, lora_dir):
+    """The studio's queue runs requests side by side on one cached pipeline (baseline and tuned
+    views share its modules): each clip must be bit-identical to the clip made alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    base, tuned = load_pipeline(str(wan_dir)), load_pipeline(str(wan_dir), lora=str(lora_dir))
+    alone = {name: p.generate(PROMPT, seed=5, **SMALL).frames for name, p in (("base", base), ("tuned", tuned))}
+    assert not np.array_equal(alone["base"], alone["tuned"])
+    jobs = [("base", base), ("tuned", tuned)] * 4
+    with ThreadPoolExecutor(8) as pool:
+        clips = list(pool.map(lambda job: (job[0], job[1].generate(PROMPT, seed=5, **SMALL).frames), jobs))
+    for name, frames in clips:
+        assert np.array_equal(frames, alone[name]), name
+
+
+# ------------------------------------------------------------------------------------ LoRA checks
+def test_a_lora_that_names_no_layer_of_the_model_fails_at_load_not_at_generation(wan_dir, tmp_path):
+    from safetensors.torch import save_file
+
+    # An SD U-Net LoRA: well-formed, but no key names a layer of a Wan transformer.
+    save_file({"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 32),
+               "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(32, 4)},
+              str(tmp_path / "pytorch_lora_weights.safetensors"))
+    with pytest.raises(ValueError, match="another architecture"):
+        load_pipeline(str(wan_dir), lora=str(tmp_path))
+    assert load_pipeline(str(wan_dir)).generate(STILL, seed=0, **SMALL).frames.shape == (9, 32, 32, 3)
+
+
+def test_base_fingerprint_ignores_adapters_and_dtype_and_tells_bases_apart(wan_dir):
+    from peft import LoraConfig
+
+    from studio.pipelines import base_fingerprint
+
+    pipe = load_pipeline(str(wan_dir), cache=False)
+    fp = base_fingerprint(pipe.transformer)
+    assert fp == pipe.base_fingerprint and len(fp) == 16
+    assert load_pipeline(str(wan_dir), dtype="bfloat16", cache=False).base_fingerprint == fp
+    pipe.transformer.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q"]))
+    assert base_fingerprint(pipe.transformer) == fp
+    other = WorldPipeline(**_tiny_components(seed=1))
+    assert base_fingerprint(other.transformer) != fp
+
+
+def test_a_lora_stamped_for_another_base_is_refused_with_a_message(wan_dir, lora_dir, tmp_path):
+    import shutil
+
+    from studio.pipelines import lora_metadata, stamp_lora
+
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    for d in (right, wrong):
+        shutil.copytree(lora_dir, d)
+    base = load_pipeline(str(wan_dir))
+    stamp_lora(right / "pytorch_lora_weights.safetensors", base.base_fingerprint)
+    stamp_lora(wrong / "pytorch_lora_weights.safetensors", "0123456789abcdef")
+    assert lora_metadata(right / "pytorch_lora_weights.safetensors")["studio.base_fingerprint"] == base.base_fingerprint
+    tuned = load_pipeline(str(wan_dir), lora=str(right))
+    assert not np.array_equal(tuned.generate(PROMPT, seed=2, **SMALL).frames, base.generate(PROMPT, seed=2, **SMALL).frames)
+    with pytest.raises(ValueError, match="trained on another base model"):
+        load_pipeline(str(wan_dir), lora=str(wrong))
+    with pytest.raises(ValueError) as err:
+        load_pipeline(str(wan_dir), lora=str(wrong))
+    assert str(tmp_path) not in str(err.value)  # names, not server paths
+
+
+def test_a_prompt_of_unknown_words_is_flagged_as_unconditioned(wan_dir):
+    pipe = load_pipeline(str(wan_dir))
+    assert pipe.prompt_warnings(PROMPT) == []
+    assert "not conditioned" in pipe.prompt_warnings("Камера слева. Красный куб 🚀")[0]
+    assert "unknown to this model" in pipe.prompt_warnings("A red cube near a zebra")[0]
+
+
+@needs_tinyworld
+def test_shipped_loras_record_the_shipped_base():
+    from studio.pipelines import lora_metadata
+
+    base = load_pipeline("tinyworld")
+    for lora in SHIPPED_LORAS:
+        assert lora_metadata(lora / "pytorch_lora_weights.safetensors")["studio.base_fingerprint"] == base.base_fingerprint

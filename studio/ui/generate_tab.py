@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 import re
+from pathlib import Path
 
 import gradio as gr
 
+from studio import catalog
+from studio.admin import is_exposed
 from studio.camera import MOVES, camera_clause, parse_camera_motion
 from studio.services import Services
 
@@ -40,8 +43,19 @@ def run_compare(services: Services, prompt, seed, steps, guidance, frames, size,
         guidance = float(guidance)
     except (TypeError, ValueError):
         raise ValueError("seed, steps, frames and size must be whole numbers and guidance a number") from None
-    model = (model or "tinyworld").strip()
-    lora = (lora or "").strip() or None
+    exposed = is_exposed()
+    model = catalog.resolve_model(model, exposed)
+    from_slot = (lora or "").strip() == catalog.TUNED_SLOT
+    lora = catalog.resolve_lora(lora, services.data_dir, exposed, tuned_slot=services.training.tuned_lora())
+    slot_notes = []
+    if from_slot and lora:  # a slot LoRA made for another base shows the baseline alone, and says why
+        from studio.pipelines import check_lora_base, load_pipeline
+
+        try:
+            check_lora_base(Path(lora), load_pipeline(model))
+        except ValueError as e:
+            slot_notes.append(f"The tuned slot is not shown: {e}")
+            lora = None
     out_dir = services.data_dir / "compare" / f"{abs(hash((prompt, seed, steps, guidance, frames, size, camera_init, model, lora))):x}"
     c = compare(prompt, seed=seed, num_frames=frames, height=size, width=size, steps=steps, guidance=guidance,
                 camera_init=bool(camera_init), model=model, lora=lora, out_dir=out_dir, progress=progress)
@@ -53,7 +67,7 @@ def run_compare(services: Services, prompt, seed, steps, guidance, frames, size,
         "baseline_depth": base.files["depth_video"], "tuned_depth": tuned.files["depth_video"] if tuned else None,
         "baseline_glb": base.files["glb"], "tuned_glb": tuned.files["glb"] if tuned else None,
         "figure": c.figure, "table": c.table, "downloads": downloads,
-        "moves": base.clip.moves, "notes": c.notes, "timings": c.timings,
+        "moves": base.clip.moves, "notes": slot_notes + c.notes, "timings": c.timings,
         "metrics": {s.label: s.metrics for s in c.sides},
     }
 
@@ -67,6 +81,13 @@ SYNC_PLAY_JS = """
   }, 300);
 }
 """
+
+
+def lora_choices(services: Services) -> list[tuple[str, str]]:
+    slot = services.training.tuned_lora()
+    slot_label = f"tuned slot ({catalog.lora_display_name(slot)})" if slot else "tuned slot (empty: baseline only)"
+    return [(slot_label, catalog.TUNED_SLOT), ("none (baseline only)", "none")] + [
+        (e.name, e.name) for e in catalog.lora_entries(services.data_dir)]
 
 
 def build_generate_tab(services: Services) -> None:
@@ -88,10 +109,14 @@ def build_generate_tab(services: Services) -> None:
                 frames = gr.Slider(5, 33, value=17, step=4, label="Frames (4k+1)")
                 size = gr.Radio([64, 128], value=64, label="Size")
             with gr.Row():
-                model = gr.Textbox(label="Model", value="tinyworld",
-                                   info="tinyworld, a Wan preset (Wan2.1-T2V-1.3B), a hub id or a local dir")
-                lora = gr.Textbox(label="Tuned LoRA", value=services.training.tuned_lora() or "",
-                                  info="the tuned slot; empty = baseline only", elem_id="gen-lora")
+                custom = not is_exposed()  # an exposed studio loads only what it lists
+                model = gr.Dropdown([(f"{e.name} ({e.note})" if e.note else e.name, e.name) for e in catalog.model_entries()],
+                                    value="tinyworld", label="Model", allow_custom_value=custom,
+                                    info="TinyWorld, a Wan preset or a Wan checkpoint on disk"
+                                    + (" (or type a local dir / hub id)" if custom else ""), elem_id="gen-model")
+                lora = gr.Dropdown(lora_choices(services), value=catalog.TUNED_SLOT, label="Tuned LoRA",
+                                   allow_custom_value=custom, elem_id="gen-lora",
+                                   info="'tuned slot' = the LoRA chosen in the Training tab, read at each click")
     go = gr.Button("Generate & compare", variant="primary", elem_id="gen-go")
     with gr.Row():
         base_video = gr.Video(label="Baseline", autoplay=True, loop=True, elem_id="gen-baseline", interactive=False)
@@ -125,11 +150,11 @@ def build_generate_tab(services: Services) -> None:
     inputs = [prompt, seed, steps, guidance, frames, size, camera_init, model, lora]
     go.click(on_generate, inputs, outputs, api_name="generate").then(None, None, None, js=SYNC_PLAY_JS)
     dice.click(lambda: random.randint(0, 2**31 - 1), None, seed, api_name=False)
+    lora.focus(lambda: gr.Dropdown(choices=lora_choices(services)), None, lora, api_name=False)  # new runs appear
     moves.input(with_camera_clause, [prompt, moves], prompt, api_name=False)
     prompt.blur(lambda p: gr.Dropdown(value=parse_camera_motion(p or "")), prompt, moves, api_name=False)
     # Lazily cached: the first click on an example computes it, later clicks (anyone's) are instant.
-    slot = services.training.tuned_lora() or ""
-    gr.Examples([[e, 0, 20, 5.0, 17, 64, True, "tinyworld", slot] for e in EXAMPLES], inputs=inputs,
+    gr.Examples([[e, 0, 20, 5.0, 17, 64, True, "tinyworld", catalog.TUNED_SLOT] for e in EXAMPLES], inputs=inputs,
                 outputs=outputs, fn=on_generate, cache_examples=True, cache_mode="lazy",
                 label="TinyWorld examples (cached after the first run)")
 
