@@ -4,15 +4,24 @@ Each run lives in ``<runs_dir>/<name>/``: ``job.json`` (what was asked and where
 ``train.log`` (the trainer's console), ``exit_code`` (written by a small shell wrapper when the
 trainer ends, so a restarted app still learns how a run it did not start ended), plus whatever
 the trainer writes (``metrics.jsonl``, checkpoints, samples). Runs beyond ``max_running`` wait
-in a queue; ``poll()`` starts them in submission order.
+in a queue; ``poll()`` starts them in submission order, and a watcher thread calls it while any
+run is active, so the queue moves on with nobody watching the page. A lock file serialises
+managers of the same runs directory (an app restarted while the old one still runs).
+
+Cancel sends the trainer SIGINT: it stops at its next safe point and saves a checkpoint, however
+long that takes (nothing kills it on a timer). Cancel again forces it: a second signal, on which
+the trainer stops at once, keeping its last checkpoint (never in the middle of writing one).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +50,7 @@ class RunState:
     returncode: int | None = None
     resume: bool = False
     attempts: int = 0
+    forced: bool = False  # cancel was forced (the trainer was told to stop without saving the current epoch)
 
     def command(self, run_dir: Path, python: str, module: str = "training.train") -> list[str]:
         cmd = [python, "-m", module, "--preset", self.preset, "--out", str(run_dir)]
@@ -77,16 +87,63 @@ class JobManager:
     """Queue, start, cancel and resume training runs; every change is written to job.json first."""
 
     def __init__(self, runs_dir: Path | str, max_running: int = 1, python: str | None = None,
-                 env: dict[str, str] | None = None, module: str = "training.train"):
+                 env: dict[str, str] | None = None, module: str = "training.train", watch_interval_s: float = 1.0):
         self.runs_dir = Path(runs_dir).resolve()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.max_running = max_running
         self.python = python or sys.executable
         self.env = env or {}
         self.module = module  # the trainer CLI (python -m MODULE --preset P --out DIR [--resume] k=v ...)
+        self.watch_interval_s = watch_interval_s  # 0 = no watcher thread (poll() only when called)
         self._lock = threading.RLock()
+        self._lock_depth = 0
+        self._lock_file = None
         self._children: dict[str, subprocess.Popen] = {}
+        self._watcher: threading.Thread | None = None
+        self._closed = threading.Event()
         self.recover()
+        self.poll()
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """This manager's lock, plus an flock on the runs directory held by the outermost caller."""
+        with self._lock:
+            if self._lock_depth == 0:
+                self._lock_file = open(self.runs_dir / ".jobs.lock", "a")
+                fcntl.flock(self._lock_file, fcntl.LOCK_EX)
+            self._lock_depth += 1
+            try:
+                yield
+            finally:
+                self._lock_depth -= 1
+                if self._lock_depth == 0:
+                    fcntl.flock(self._lock_file, fcntl.LOCK_UN)
+                    self._lock_file.close()
+                    self._lock_file = None
+
+    # ---------------------------------------------------------------- watcher
+    def _ensure_watcher(self) -> None:
+        with self._lock:
+            if self.watch_interval_s > 0 and self._watcher is None and not self._closed.is_set():
+                self._watcher = threading.Thread(target=self._watch, name="jobs-watcher", daemon=True)
+                self._watcher.start()
+
+    def _watch(self) -> None:
+        """poll() every watch_interval_s while a run is active; ends when none is (submit restarts it)."""
+        while not self._closed.wait(self.watch_interval_s):
+            try:
+                with self._locked():
+                    if not any(s.status in ACTIVE for s in self.poll(watch=False)):
+                        self._watcher = None
+                        return
+            except Exception as e:  # noqa: BLE001 - a bad moment on disk must not end the watcher for good
+                print(f"jobs watcher: {e}", file=sys.stderr)
+        with self._lock:
+            self._watcher = None
+
+    def close(self) -> None:
+        """Stop the watcher thread (runs go on; a new manager picks them up)."""
+        self._closed.set()
 
     # ---------------------------------------------------------------- state on disk
     def run_dir(self, name: str) -> Path:
@@ -120,14 +177,14 @@ class JobManager:
     # ---------------------------------------------------------------- lifecycle
     def recover(self) -> None:
         """After a restart: runs whose process is gone are finished (exit code known) or interrupted."""
-        with self._lock:
+        with self._locked():
             for s in self.list():
                 if s.status in ("running", "cancelling") and not _alive(s.pid, self.run_dir(s.name)):
                     self._finish(s)
 
     def submit(self, name: str, preset: str, overrides: dict[str, str] | None = None) -> RunState:
         name = validate_run_name(name)
-        with self._lock:
+        with self._locked():
             run_dir = self.run_dir(name)
             if (run_dir / "job.json").exists():
                 raise ValueError(f"a run named {name!r} already exists; pick another name or resume it")
@@ -137,49 +194,50 @@ class JobManager:
         self.poll()
         return self.get(name)
 
-    def resume(self, name: str) -> RunState:
-        with self._lock:
+    def resume(self, name: str, overrides: dict[str, str] | None = None, from_checkpoint: bool = True) -> RunState:
+        """Queue a stopped run again: from its latest checkpoint (--resume), or from the start when
+        from_checkpoint is False (a run stopped before it saved one). `overrides` change or add
+        knobs for the rest of the run (e.g. a larger max_minutes or epochs)."""
+        with self._locked():
             s = self._read(name)
             if s.status in ACTIVE:
                 raise ValueError(f"run {name!r} is {s.status}; only a stopped run can be resumed")
-            s.status, s.resume, s.returncode, s.ended, s.pid = "queued", True, None, None, None
+            s.overrides.update({str(k): str(v) for k, v in (overrides or {}).items()})
+            s.status, s.resume, s.returncode, s.ended, s.pid, s.forced = "queued", from_checkpoint, None, None, None, False
             self._write(s)
         self.poll()
         return self.get(name)
 
-    def cancel(self, name: str, grace_s: float = 20.0) -> RunState:
-        """Queued runs are dropped; running ones get SIGINT (the trainer saves a checkpoint), then SIGTERM."""
-        with self._lock:
+    def cancel(self, name: str, force: bool = False) -> RunState:
+        """Queued runs are dropped; a running one gets SIGINT and saves a checkpoint at its next safe
+        point, however long that takes. force (only while cancelling): a second SIGINT, on which the
+        trainer stops at once with its last checkpoint (after the one it may be writing)."""
+        with self._locked():
             s = self._read(name)
             if s.status == "queued":
                 s.status, s.ended = "cancelled", time.time()
                 self._write(s)
                 return s
-            if s.status != "running":
+            if s.status == "cancelling" and not force:
+                raise ValueError(f"run {name!r} is already stopping at its next safe point; force it to stop at once")
+            if s.status not in ("running", "cancelling"):
                 raise ValueError(f"run {name!r} is {s.status}; nothing to cancel")
+            s.forced = s.status == "cancelling"
             s.status = "cancelling"
             self._write(s)
-            pid = s.pid
-        if pid:
-            try:
-                os.kill(pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-            threading.Thread(target=self._terminate_later, args=(name, pid, grace_s), daemon=True).start()
+            if s.pid and _alive(s.pid, self.run_dir(name)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(s.pid, signal.SIGINT)  # the wrapper passes it on to the trainer
         return self.get(name)
 
-    def _terminate_later(self, name: str, pid: int, grace_s: float) -> None:
-        deadline = time.time() + grace_s
-        while time.time() < deadline:
-            if not _alive(pid, self.run_dir(name)):
-                break
-            time.sleep(0.2)
-        else:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-        self.poll()
+    def delete(self, name: str) -> None:
+        """Remove a stopped run's folder (checkpoints, samples, logs). Only managed runs (with a
+        job.json) inside the runs directory, never an active one."""
+        with self._locked():
+            s = self._read(name)  # validates the name and that the run is ours
+            if s.status in ACTIVE:
+                raise ValueError(f"run {name!r} is {s.status}; cancel it and wait until it has stopped before deleting it")
+            shutil.rmtree(self.run_dir(name))  # run_dir() refuses names and links leading outside runs_dir
 
     def _finish(self, s: RunState) -> None:
         code_file = self.run_dir(s.name) / "exit_code"
@@ -202,9 +260,10 @@ class JobManager:
         self._children.pop(s.name, None)
         self._write(s)
 
-    def poll(self) -> list[RunState]:
-        """Reap ended runs, then start queued ones while there is room. Cheap: call it from a timer."""
-        with self._lock:
+    def poll(self, watch: bool = True) -> list[RunState]:
+        """Reap ended runs, then start queued ones while there is room. Cheap; the watcher thread
+        calls it while a run is active, and anyone may call it."""
+        with self._locked():
             states = self.list()
             for s in states:
                 if s.status in ("running", "cancelling"):
@@ -222,7 +281,15 @@ class JobManager:
                 if s.status == "queued":
                     self._start(s)
                     running += 1
-            return self.list()
+            states = self.list()
+        if watch and any(s.status in ACTIVE for s in states):
+            self._ensure_watcher()
+        return states
+
+    def queue_position(self, name: str) -> int | None:
+        """1 for the queued run that starts next, 2 for the one after it, ...; None when not queued."""
+        queued = [s.name for s in self.list() if s.status == "queued"]
+        return queued.index(name) + 1 if name in queued else None
 
     def _start(self, s: RunState) -> None:
         run_dir = self.run_dir(s.name)

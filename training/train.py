@@ -2,7 +2,11 @@
 
     python -m training.train --preset tinyworld-cpu --out runs/NAME [key=value ...]
     python -m training.train --out runs/NAME --resume [key=value ...]        # continue exactly
+    python -m training.train --out runs/NAME --resume-from runs/NAME/checkpoints/checkpoint-000010
     accelerate launch -m training.train --preset world-r1-small --out runs/NAME
+
+SIGINT or SIGTERM (Ctrl-C, Cancel in the studio) stops at the next safe point with a checkpoint;
+a second one aborts without saving the current epoch (see StopFlag).
 
 One epoch: draw prompts (rigid or fluid phase), roll out K SDE samples per prompt with log-probs
 and CFG, decode, score in a thread pool while the next batch rolls out, turn rewards into
@@ -390,28 +394,57 @@ def load_checkpoint(ckpt: Path, meta: dict, lora_params: dict, ema, optimizer) -
 # Ctrl-C
 # ---------------------------------------------------------------------------------------------
 class StopFlag:
-    """First Ctrl-C: finish the epoch, save, stop. Second: stop at once (the last checkpoint stays)."""
+    """SIGINT or SIGTERM (Ctrl-C, or Cancel in the studio): stop at the next safe point and save a
+    checkpoint. Safe points are between rollout rounds and while waiting for rewards (the epoch is
+    dropped and the state it started from is saved, so --resume repeats it) and the end of the
+    epoch's update. A second signal aborts at once (the last checkpoint stays), but never while a
+    checkpoint is being written: then it aborts right after."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, announce: bool):
         self.requested = False
         self.announce = announce
-        self._previous = None
+        self._previous: dict = {}
+        self._saving = 0
+        self._abort_after_save = False
+
+    def _say(self, text: str) -> None:
+        if self.announce:
+            print(text, file=sys.stderr, flush=True)
 
     def _handler(self, signum, frame):
-        if self.requested:
+        if not self.requested:
+            self.requested = True
+            self._say("\nstopping: saving a checkpoint at the next safe point (the current epoch's rollouts are "
+                      "dropped, or its update is finished); signal again to abort without saving")
+        elif self._saving:
+            self._abort_after_save = True
+            self._say("\nabort requested: a checkpoint is being written; stopping right after it")
+        else:
             raise KeyboardInterrupt
-        self.requested = True
-        if self.announce:
-            print("\nstopping: finishing this epoch and saving a checkpoint (Ctrl-C again to abort)", file=sys.stderr, flush=True)
+
+    @contextlib.contextmanager
+    def saving(self):
+        """Around checkpoint writes: a second signal waits until the files are in place."""
+        self._saving += 1
+        try:
+            yield
+        finally:
+            self._saving -= 1
+        if not self._saving and self._abort_after_save:
+            raise KeyboardInterrupt
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handler)
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for sig, previous in self._previous.items():
+            if previous is not None:
+                signal.signal(sig, previous)
+        self._previous = {}
         return False
 
 
@@ -515,10 +548,12 @@ def train(
     pipeline: Any = None,
     rewards: Any = None,
     progress: bool = True,
+    stop: StopFlag | None = None,
 ) -> RunSummary:
     """Run (or continue) a training run. `pipeline` is a generator object or a zero-argument factory
     (default: studio.pipelines.load_pipeline(cfg.pipeline)); `rewards` a RewardSet-like callable
-    (default: the World-R1 rewards of the config)."""
+    (default: the World-R1 rewards of the config); `stop` a StopFlag already installed by the caller
+    (the CLI installs it before the model loads, so a cancel during start-up also ends with a checkpoint)."""
     # ---- check everything cheap before loading anything heavy ----
     import torch
     from accelerate import PartialState
@@ -613,10 +648,28 @@ def train(
     stopped = False
     bar = tqdm(total=cfg.epochs, initial=start_epoch, disable=not (progress and is_main), desc="epochs", dynamic_ncols=True)
     pool = RewardPool(reward_set, cfg.reward_workers)
+
+    def stop_agreed() -> bool:
+        # A collective on every process, so call it only at points every process reaches equally often.
+        return bool(_gather(accelerator, np.array([float(stop.requested)])).max() > 0)
+
+    def save(state_epoch: int, seconds: float) -> Path | None:
+        accelerator.wait_for_everyone()
+        path = None
+        if is_main:
+            state = {"epoch": state_epoch, "global_step": global_step, "elapsed_seconds": seconds, "config": cfg.to_dict(),
+                     "best": best}
+            with stop.saving():
+                path = save_checkpoint(out_dir, state, transformer, named, ema, optimizer, cfg.keep_last)
+        accelerator.wait_for_everyone()
+        return path
+
     try:
-        with StopFlag(announce=is_main) as stop:
+        with contextlib.nullcontext(stop) if stop is not None else StopFlag(announce=is_main) as stop:
             while epoch < cfg.epochs:
                 t_epoch = time.perf_counter()
+                rng_at_start = (torch.get_rng_state(), random.getstate(), np.random.get_state())
+                abandoned = stop_agreed()
                 timing = dict.fromkeys(("rollout", "decode", "rewards", "rewards_wait", "train", "eval"), 0.0)
                 phase = phase_at(global_step, cfg, bool(dynamic_prompts))
                 rounds = plan_epoch(cfg, epoch, phase, rigid_prompts, dynamic_prompts, num_processes)
@@ -628,6 +681,9 @@ def train(
                 # ---- 1. rollouts: SDE with log-probs; rewards of batch b overlap the rollout of b+1 ----
                 batches, futures = [], []
                 for r, plan in enumerate(rounds):
+                    if abandoned or (r > 0 and stop_agreed()):
+                        abandoned = True
+                        break
                     mine = slice(rank * B, (rank + 1) * B)
                     prompts, seeds = plan.prompts[mine], plan.seeds[mine]
                     t0 = time.perf_counter()
@@ -650,7 +706,29 @@ def train(
                     futures.append(pool.submit(prompts, list(frames), plan.use_3d[mine]))
                     batches.append(dict(ro=ro, cond=cond, uncond=uncond, group_ids=plan.group_ids[mine], use_3d=plan.use_3d[mine]))
                 t0 = time.perf_counter()
-                results = [f.result() for f in futures]
+                results = []
+                for f in futures:
+                    # A single process may leave the wait for rewards as soon as it is asked to stop;
+                    # several processes stay in step and agree at stop_agreed() below.
+                    while not (abandoned or f.done()):
+                        time.sleep(0.05)
+                        abandoned = stop.requested and accelerator.num_processes == 1
+                    if abandoned:
+                        break
+                    results.append(f.result())
+                abandoned = abandoned or stop_agreed()
+                if abandoned:
+                    # Nothing of this epoch has reached the weights yet: save the state it started from
+                    # (random generators included), so --resume repeats the epoch exactly.
+                    torch.set_rng_state(rng_at_start[0])
+                    random.setstate(rng_at_start[1])
+                    np.random.set_state(rng_at_start[2])
+                    last_ckpt = save(epoch, elapsed + time.perf_counter() - t_epoch) or last_ckpt
+                    if is_main:
+                        print(f"stopped inside epoch {epoch} before its update; saved the state it started from "
+                              f"({last_ckpt})", file=sys.stderr, flush=True)
+                    stopped = True
+                    break
                 timing["rewards_wait"] = time.perf_counter() - t0
                 timing["rewards"] = sum(res.seconds for res in results)
 
@@ -730,7 +808,9 @@ def train(
                 stop_now = bool(_gather(accelerator, np.array([float(stop.requested)])).max() > 0)
                 finishing = last_epoch or over_time or stop_now
                 eval_record = None
-                if eval_prompts and is_main and ((cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or finishing):
+                # A cancelled run saves without its evaluation clips: stopping promptly comes first.
+                if eval_prompts and is_main and not stop_now and (
+                        (cfg.eval_every and (epoch + 1) % cfg.eval_every == 0) or finishing):
                     t0 = time.perf_counter()
                     with ema.swapped_in() if ema is not None else contextlib.nullcontext():
                         clips = write_eval_clips(pipe, cfg, eval_prompts, out_dir / "samples" / f"epoch-{epoch + 1:06d}", sigmas, accelerator.autocast)
@@ -743,7 +823,8 @@ def train(
                     if score is not None and (best is None or score > best["score"]):
                         best = {"score": score, "epoch": epoch + 1, "step": global_step, "metric": cfg.keep_best,
                                 "elapsed_seconds": elapsed + time.perf_counter() - t_epoch}
-                        save_best(out_dir, transformer, ema, best)
+                        with stop.saving():
+                            save_best(out_dir, transformer, ema, best)
                         eval_record["eval/best"] = True
                     timing["eval"] = time.perf_counter() - t0
                 epoch_seconds = time.perf_counter() - t_epoch
@@ -760,12 +841,7 @@ def train(
                 bar.set_postfix(reward=f"{reward_log['reward/total/mean']:.4f}", kl=f"{step_records[-1]['kl']:.2e}" if step_records else "-", phase=phase)
 
                 if epoch % cfg.save_every == 0 or finishing:
-                    accelerator.wait_for_everyone()
-                    if is_main:
-                        state = {"epoch": epoch, "global_step": global_step, "elapsed_seconds": elapsed, "config": cfg.to_dict(),
-                                 "best": best}
-                        last_ckpt = save_checkpoint(out_dir, state, transformer, named, ema, optimizer, cfg.keep_last)
-                    accelerator.wait_for_everyone()
+                    last_ckpt = save(epoch, elapsed) or last_ckpt
                 if over_time or stop_now:
                     stopped = not last_epoch
                     break
@@ -819,7 +895,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--preset", default=None, help="tinyworld-cpu (default), world-r1-small or world-r1-large")
     parser.add_argument("--out", type=Path, help="run directory (config.json, metrics.jsonl, checkpoints/, samples/)")
-    parser.add_argument("--resume", nargs="?", const="latest", default=None, help="continue the run in --out (latest checkpoint) or from a checkpoint folder")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    parser.add_argument("--resume-from", type=Path, default=None, metavar="CHECKPOINT",
+                        help="continue the run in --out from this checkpoint folder (OUT/checkpoints/checkpoint-NNNNNN)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--help-config", action="store_true", help="list every config key with its help and default")
     parser.add_argument("overrides", nargs="*", help="key=value config overrides")
@@ -829,9 +907,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.out is None:
         parser.error("--out is required")
+    resume = str(args.resume_from) if args.resume_from else (True if args.resume else None)
     try:
-        cfg = build_config(args.preset, args.out, args.resume, args.overrides)
-        summary = train(cfg, args.out, resume=args.resume, progress=not args.no_progress)
+        # Installed before the model loads: a stop asked for during start-up still ends with a checkpoint.
+        with StopFlag(announce=os.environ.get("RANK", "0") == "0") as stop:
+            cfg = build_config(args.preset, args.out, resume, args.overrides)
+            summary = train(cfg, args.out, resume=resume, progress=not args.no_progress, stop=stop)
     except (ConfigError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

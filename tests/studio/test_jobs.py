@@ -24,8 +24,15 @@ TRAINER = textwrap.dedent('''
         sys.exit("unknown preset 'broken'")
     out = Path(args.out); state = out / "state.json"
     step = json.loads(state.read_text())["step"] if args.resume and state.exists() else 0
-    stop = []
-    signal.signal(signal.SIGINT, lambda *a: stop.append(1))
+    stop, signals = [], []
+    def on_signal(*a):
+        signals.append(1)
+        # a trainer in a long epoch: the first signal only asks it to stop (stubborn=1 ignores it)
+        if len(signals) > int(opts.get("stubborn", 0)):
+            stop.append(1)
+        else:
+            print("stopping at the next safe point", flush=True)
+    signal.signal(signal.SIGINT, on_signal)
     while step < int(opts.get("steps", 5)) and not stop:
         step += 1
         with open(out / "metrics.jsonl", "a") as f:
@@ -42,7 +49,9 @@ def manager(tmp_path):
     pkg = tmp_path / "pkg"
     pkg.mkdir()
     (pkg / "faketrain.py").write_text(TRAINER)
-    return JobManager(tmp_path / "runs", python=sys.executable, module="faketrain", env={"PYTHONPATH": str(pkg)})
+    m = JobManager(tmp_path / "runs", python=sys.executable, module="faketrain", env={"PYTHONPATH": str(pkg)})
+    yield m
+    m.close()
 
 
 def wait_for(manager, name, statuses, timeout=30):
@@ -90,6 +99,62 @@ def test_cancel_lets_the_trainer_checkpoint_and_resume_continues_from_there(mana
     steps = [r["step"] for r in manager.metrics("c")]
     assert steps == list(range(1, len(steps) + 1))  # resumed where it stopped: no step repeated
     assert len(steps) > done
+
+
+def test_the_queue_moves_on_with_nobody_polling(manager):
+    """A queued run starts when the one before it ends, with no page open to call poll()."""
+    manager.submit("first", "p", {"steps": 4, "sleep": 0.05})
+    manager.submit("second", "p", {"steps": 1})
+    assert manager.get("second").status == "queued" and manager.queue_position("second") == 1
+    deadline = time.time() + 30
+    while manager.get("second").status != "finished":  # get() only reads job.json
+        assert time.time() < deadline, manager.get("second")
+        time.sleep(0.1)
+    assert manager.get("first").status == "finished"
+    assert manager.get("first").ended <= manager.get("second").started
+    assert manager.queue_position("second") is None
+
+
+def test_a_second_cancel_forces_a_trainer_that_is_still_finishing(manager):
+    manager.submit("s", "p", {"steps": 2000, "sleep": 0.05, "stubborn": 1})
+    deadline = time.time() + 20
+    while len(manager.metrics("s")) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert manager.cancel("s").status == "cancelling"
+    with pytest.raises(ValueError, match="already stopping"):
+        manager.cancel("s")
+    time.sleep(0.5)
+    assert manager.get("s").status == "cancelling"  # still finishing: nothing killed it on a timer
+    assert "stopping at the next safe point" in manager.log_tail("s")
+    s = manager.cancel("s", force=True)
+    assert s.forced
+    s = wait_for(manager, "s", {"cancelled"})
+    assert s.returncode == 130 and len(manager.metrics("s")) < 2000
+
+
+def test_stopped_runs_can_be_deleted_active_ones_cannot(manager):
+    manager.submit("busy", "p", {"steps": 400, "sleep": 0.05})
+    manager.submit("waiting", "p", {"steps": 1})
+    for name in ("busy", "waiting"):
+        with pytest.raises(ValueError, match="cancel it"):
+            manager.delete(name)
+    manager.cancel("waiting")
+    manager.delete("waiting")
+    assert not (manager.runs_dir / "waiting").exists()
+    with pytest.raises(KeyError):
+        manager.delete("waiting")
+    for bad in ("../runs", "a/b", ".jobs.lock", ""):
+        with pytest.raises((ValueError, KeyError)):
+            manager.delete(bad)
+    # a folder the manager did not create (no job.json) is not its to delete
+    (manager.runs_dir / "foreign").mkdir()
+    with pytest.raises(KeyError):
+        manager.delete("foreign")
+    assert (manager.runs_dir / "foreign").is_dir()
+    manager.cancel("busy")
+    wait_for(manager, "busy", {"cancelled"})
+    manager.delete("busy")
+    assert [s.name for s in manager.list()] == []
 
 
 def test_runs_survive_an_app_restart(manager, tmp_path):

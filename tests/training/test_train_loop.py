@@ -96,7 +96,8 @@ def test_killed_run_resumed_equals_uninterrupted_run(tmp_path):
     straight = tmp_path / "straight"
     train(cfg, straight, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
 
-    # Ctrl-C during epoch 2's rewards: the run finishes that epoch, saves and stops.
+    # Ctrl-C during epoch 2's rewards: the run drops that epoch (nothing of it reached the weights),
+    # saves the state it started from and stops.
     calls = {"n": 0}
     base = brightness_rewards()
 
@@ -110,11 +111,12 @@ def test_killed_run_resumed_equals_uninterrupted_run(tmp_path):
     rewards.functions["bright"] = interrupting
     killed = tmp_path / "killed"
     first = train(cfg, killed, pipeline=TinyPipeline, rewards=rewards, progress=False)
-    assert first.stopped_early and first.epochs_done == 2
-    assert [c.name for c in list_checkpoints(killed)] == ["checkpoint-000001", "checkpoint-000002"]
-    # simulate a hard kill after epoch 3 had started logging but before its checkpoint existed
+    assert first.stopped_early and first.epochs_done == 1
+    assert [c.name for c in list_checkpoints(killed)] == ["checkpoint-000001"]
+    assert {r["epoch"] for r in read_metrics(killed)} == {0}
+    # simulate a hard kill after epoch 2 had started logging but before its checkpoint existed
     with open(killed / "metrics.jsonl", "a") as f:
-        f.write(json.dumps({"epoch": 2, "step": 5, "partial": True}) + "\n")
+        f.write(json.dumps({"epoch": 1, "step": 3, "partial": True}) + "\n")
     second = train(cfg, killed, resume=True, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
     assert second.epochs_done == 4 and second.global_step == 8
 
@@ -124,6 +126,66 @@ def test_killed_run_resumed_equals_uninterrupted_run(tmp_path):
     a = load_file(str(list_checkpoints(straight)[-1] / "trainer_state.safetensors"))
     b = load_file(str(list_checkpoints(killed)[-1] / "trainer_state.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+class SignalDuringUpdate(TinyPipeline):
+    """Sends this process SIGINT at its n-th training forward (the only forwards with gradients)."""
+
+    def __init__(self, at_call: int, **kw):
+        super().__init__(**kw)
+        self.at_call, self.calls = at_call, 0
+
+    def predict_velocity(self, *args, **kw):
+        if torch.is_grad_enabled():
+            self.calls += 1
+            if self.calls == self.at_call:
+                os.kill(os.getpid(), signal.SIGINT)
+        return super().predict_velocity(*args, **kw)
+
+
+def test_a_stop_during_the_update_finishes_it_and_saves_that_epoch_without_eval_clips(tmp_path):
+    # 2 optimizer steps × 2 trained timesteps = 4 training forwards an epoch: the 5th is in epoch 1.
+    cfg = tiny_config(tmp_path, epochs=4, steps_per_epoch=2, num_eval_clips=2, eval_every=1, save_every=10)
+    run = tmp_path / "run"
+    summary = train(cfg, run, pipeline=lambda: SignalDuringUpdate(5), rewards=brightness_rewards(), progress=False)
+    assert summary.stopped_early and summary.epochs_done == 2 and summary.global_step == 4
+    assert [c.name for c in list_checkpoints(run)] == ["checkpoint-000002"]
+    assert [r["step"] for r in read_metrics(run) if not r.get("eval")] == [1, 2, 3, 4]
+    assert (run / "samples" / "epoch-000001").is_dir() and not (run / "samples" / "epoch-000002").exists()
+    resumed = train(cfg, run, resume=True, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    assert resumed.epochs_done == 4 and resumed.global_step == 8
+
+
+def test_a_stop_before_the_first_epoch_still_leaves_a_checkpoint_to_resume(tmp_path):
+    """The CLI installs the stop flag before the model loads: a cancel during start-up saves the
+    untrained state (epoch 0), so --resume always has something to start from."""
+    from training.train import StopFlag
+
+    cfg = tiny_config(tmp_path, epochs=2)
+    with StopFlag(announce=False) as stop:
+        os.kill(os.getpid(), signal.SIGINT)
+        summary = train(cfg, tmp_path / "run", pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False, stop=stop)
+    assert summary.stopped_early and summary.epochs_done == 0
+    assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["checkpoint-000000"]
+    resumed = train(cfg, tmp_path / "run", resume=True, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    assert resumed.epochs_done == 2
+
+
+def test_a_second_signal_while_a_checkpoint_is_written_waits_for_it():
+    from training.train import StopFlag
+
+    with StopFlag(announce=False) as stop:
+        os.kill(os.getpid(), signal.SIGTERM)  # the studio's cancel arrives as SIGINT, a service manager's as SIGTERM
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            with stop.saving():
+                os.kill(os.getpid(), signal.SIGINT)
+                written = True  # still running: the abort waits for the end of the block
+        assert written
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100):  # the handler runs at the next bytecode of the main thread
+                pass
 
 
 def test_resume_from_an_older_checkpoint_folder(tmp_path):
@@ -189,6 +251,17 @@ def test_cli_reports_errors_with_exit_code_2(tmp_path, capsys):
     assert "does not exist" in capsys.readouterr().err
     assert main(["--help-config"]) == 0
     assert "kl_beta" in capsys.readouterr().out
+
+
+def test_cli_resume_is_a_flag_so_overrides_after_it_stay_overrides(tmp_path, capsys):
+    """`--resume key=value` (the module docstring's form, and the studio's job command) reads the
+    override as an override; a checkpoint folder goes through --resume-from."""
+    run = tmp_path / "r"
+    assert main(["--preset", "tinyworld-cpu", "--out", str(run), "--resume", "dynamic_steps=10", "epochs=3"]) == 2
+    err = capsys.readouterr().err
+    assert "no checkpoint in" in err and "not a checkpoint" not in err
+    assert main(["--out", str(run), "--resume-from", str(run / "checkpoints" / "nope"), "epochs=3"]) == 2
+    assert "nope is not a checkpoint" in capsys.readouterr().err
 
 
 def test_resume_under_an_incompatible_config_is_refused_early(tmp_path):
