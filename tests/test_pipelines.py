@@ -687,3 +687,15 @@ def test_shipped_loras_record_the_shipped_base():
     base = load_pipeline("tinyworld")
     for lora in SHIPPED_LORAS:
         assert lora_metadata(lora / "pytorch_lora_weights.safetensors")["studio.base_fingerprint"] == base.base_fingerprint
+
+
+def test_seam_ratio_is_one_without_a_grid_and_grows_with_block_edges():
+    from training.eval_generator import seam_ratio
+
+    rng = np.random.default_rng(0)
+    smooth = rng.integers(0, 255, (2, 3, 64, 64, 3)).astype(np.uint8)  # no structure: every edge alike
+    assert abs(seam_ratio(smooth, 8) - 1.0) < 0.02
+    blocks = np.kron(rng.integers(0, 255, (2, 3, 8, 8, 3)), np.ones((1, 1, 8, 8, 1))).astype(np.uint8)
+    blocks = np.clip(blocks.astype(int) + rng.integers(-3, 4, blocks.shape), 0, 255)  # a little texture inside
+    assert seam_ratio(blocks, 8) > 5 and seam_ratio(blocks, 16) > 5
+    assert seam_ratio(blocks, 8) > seam_ratio(blocks, 3)
