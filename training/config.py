@@ -205,6 +205,19 @@ _FALSE = {"0", "false", "no", "off"}
 
 
 def _parse_value(name: str, raw: str, default: Any) -> Any:
+    expected = f"{name}={raw!r}: expected a {type(default).__name__}"
+    if isinstance(default, (int, float)) and not isinstance(default, bool):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(expected) from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{name}={raw!r}: expected a finite number")
+        if isinstance(default, int):
+            if value != int(value):
+                raise ConfigError(expected)
+            return int(value)
+        return value
     try:
         if isinstance(default, bool):
             low = raw.strip().lower()
@@ -213,13 +226,6 @@ def _parse_value(name: str, raw: str, default: Any) -> Any:
             if low in _FALSE:
                 return False
             raise ValueError
-        if isinstance(default, int):
-            as_float = float(raw)
-            if as_float != int(as_float):
-                raise ValueError
-            return int(as_float)
-        if isinstance(default, float):
-            return float(raw)
         if isinstance(default, list):
             raw = raw.strip()
             if raw.startswith("["):
@@ -230,7 +236,7 @@ def _parse_value(name: str, raw: str, default: Any) -> Any:
             return [part.strip() for part in raw.split(",") if part.strip()]
         return raw
     except (ValueError, json.JSONDecodeError):
-        raise ConfigError(f"{name}={raw!r}: expected a {type(default).__name__}") from None
+        raise ConfigError(expected) from None
 
 
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
@@ -261,11 +267,38 @@ def from_dict(values: dict) -> TrainConfig:
 # Checks and the batch calculator
 # ---------------------------------------------------------------------------------------------
 def validate(cfg: TrainConfig) -> None:
-    """Everything that can be checked without the model; raises ConfigError with the reason."""
+    """Everything that can be checked without the model; raises ConfigError with the reason.
+
+    Every message names the key and what it accepts, so the studio can show it as is."""
     def need(ok: bool, msg: str):
         if not ok:
             raise ConfigError(msg)
 
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(cfg, f.name)
+        if isinstance(value, float):
+            need(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
+    need(cfg.seed >= 0, f"seed must be ≥ 0 (it seeds numpy and torch generators), got {cfg.seed}")
+    need(cfg.max_minutes >= 0, f"max_minutes must be ≥ 0 minutes (0 = no time limit), got {cfg.max_minutes}")
+    need(cfg.torch_threads >= 0, f"torch_threads must be ≥ 0 (0 = torch's default), got {cfg.torch_threads}")
+    need(bool(str(cfg.pipeline).strip()), "pipeline is empty: name a generator (tinyworld, a Wan preset, a directory or hub id)")
+    need(cfg.num_frames >= 1 and cfg.height >= 8 and cfg.width >= 8,
+         f"num_frames must be ≥ 1 and height, width ≥ 8 pixels, got {cfg.num_frames}×{cfg.height}×{cfg.width}")
+    need(cfg.guidance_scale >= 0, f"guidance_scale must be ≥ 0 (1 = no classifier-free guidance), got {cfg.guidance_scale}")
+    need(bool(cfg.train_prompts.strip()), "train_prompts is empty: name a prompt source (tinyworld:train, a prompt file, FILE.jsonl#category)")
+    need(cfg.num_eval_clips >= 0 and cfg.eval_every >= 0,
+         f"num_eval_clips and eval_every must be ≥ 0, got {cfg.num_eval_clips} and {cfg.eval_every}")
+    need(cfg.num_eval_clips == 0 or bool(cfg.eval_prompts.strip()),
+         "eval_prompts is empty: name held-out prompts (e.g. tinyworld:test) or set num_eval_clips=0")
+    need(cfg.lora_alpha > 0, f"lora_alpha must be > 0, got {cfg.lora_alpha}")
+    need(len(cfg.lora_targets) > 0 and all(isinstance(t, str) and t for t in cfg.lora_targets),
+         f"lora_targets must list module names (e.g. lora_targets=to_q,to_k,to_v,to_out.0), got {cfg.lora_targets!r}")
+    need(cfg.warmup_steps >= 0, f"warmup_steps must be ≥ 0, got {cfg.warmup_steps}")
+    need(0 <= cfg.adam_beta1 < 1 and 0 <= cfg.adam_beta2 < 1,
+         f"adam_beta1 and adam_beta2 must be in [0, 1), got {cfg.adam_beta1} and {cfg.adam_beta2}")
+    need(cfg.weight_decay >= 0, f"weight_decay must be ≥ 0, got {cfg.weight_decay}")
+    need(cfg.max_grad_norm > 0, f"max_grad_norm must be > 0, got {cfg.max_grad_norm}")
+    need(cfg.adv_clip_max > 0, f"adv_clip_max must be > 0, got {cfg.adv_clip_max}")
     need(cfg.num_steps >= 1, f"num_steps must be ≥ 1, got {cfg.num_steps}")
     need(0.0 <= cfg.noise_level, f"noise_level must be ≥ 0, got {cfg.noise_level}")
     need(cfg.noise_level > 0, "noise_level 0 gives deterministic rollouts without log-probs; GRPO needs a > 0")
@@ -292,7 +325,10 @@ def validate(cfg: TrainConfig) -> None:
         need(all(k.startswith("eval/") for k in keys), f"keep_best must name eval metrics (eval/...), got {cfg.keep_best!r}")
         need(cfg.num_eval_clips > 0, "keep_best needs evaluation clips (num_eval_clips > 0)")
     need(cfg.reward_workers >= 1, f"reward_workers must be ≥ 1, got {cfg.reward_workers}")
-    need(min(cfg.w_recon, cfg.w_meta, cfg.w_traj, cfg.w_3d, cfg.w_gen) >= 0, "reward weights must be ≥ 0")
+    need(min(cfg.w_recon, cfg.w_meta, cfg.w_traj, cfg.w_3d, cfg.w_gen) >= 0,
+         "reward weights w_recon, w_meta, w_traj, w_3d and w_gen must be ≥ 0")
+    need(cfg.w_gen > 0 or (cfg.w_3d > 0 and max(cfg.w_recon, cfg.w_meta, cfg.w_traj) > 0),
+         "every reward weight is 0: nothing to train toward; set w_gen or w_3d with one of w_recon, w_meta, w_traj above 0")
 
 
 @dataclass

@@ -1,4 +1,5 @@
 import dataclasses
+import re
 
 import pytest
 
@@ -69,3 +70,31 @@ def test_config_cli(capsys):
     assert "OK: 8 process(es)" in capsys.readouterr().out
     assert main(["--preset", "world-r1-small", "--gpus", "3"]) == 1
     assert main(["--preset", "world-r1-small", "bogus=1"]) == 2
+
+
+@pytest.mark.parametrize("override, message", [
+    ("max_minutes=-1", "max_minutes must be ≥ 0 minutes (0 = no time limit)"),
+    ("max_minutes=nan", "max_minutes='nan': expected a finite number"),
+    ("lr=inf", "lr='inf': expected a finite number"),
+    ("epochs=1e400", "epochs='1e400': expected a finite number"),
+    ("seed=-3", "seed must be ≥ 0"),
+    ("num_frames=0", "num_frames must be ≥ 1"),
+    ("train_prompts=", "train_prompts is empty"),
+    ("pipeline= ", "pipeline is empty"),
+    ("lora_targets=", "lora_targets must list module names"),
+    ("adam_beta2=1", "adam_beta1 and adam_beta2 must be in"),
+    ("max_grad_norm=0", "max_grad_norm must be > 0"),
+    ("num_eval_clips=-1", "num_eval_clips and eval_every must be ≥ 0"),
+])
+def test_every_knob_is_checked_with_a_message_naming_it(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        validate(apply_overrides(get_preset("tinyworld-cpu"), [override]))
+
+
+def test_a_config_whose_rewards_all_weigh_zero_is_refused():
+    zero = ["w_recon=0", "w_meta=0", "w_traj=0", "w_gen=0"]
+    with pytest.raises(ConfigError, match="every reward weight is 0"):
+        validate(apply_overrides(get_preset("tinyworld-cpu"), zero))
+    validate(apply_overrides(get_preset("tinyworld-cpu"), zero[:-1]))  # R_gen alone is a reward
+    with pytest.raises(ConfigError, match="finite"):
+        validate(dataclasses.replace(get_preset("tinyworld-cpu"), kl_beta=float("nan")))  # set in code, not parsed
