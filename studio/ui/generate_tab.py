@@ -11,7 +11,10 @@ import gradio as gr
 from studio import catalog
 from studio.admin import is_exposed
 from studio.camera import MOVES, camera_clause, parse_camera_motion
+from studio.compare import compare_dir
+from studio.errors import REQUEST_TIMEOUT_S, handler
 from studio.services import Services
+from studio.zerogpu import MIN_S, generation_seconds, on_gpu
 
 EXAMPLES = [
     "Camera orbit left, then push in. A red cube and a blue sphere sit on a checkered floor under a clear blue sky.",
@@ -30,6 +33,15 @@ def with_camera_clause(prompt: str, moves: list[str]) -> str:
     return f"{clause} {body}".strip()
 
 
+def _compare_gpu_seconds(services, prompt, seed, steps, guidance, frames, size, camera_init, model, lora,
+                         progress=None) -> float:
+    try:
+        return generation_seconds(str(model or "tinyworld").strip(), int(steps), int(frames), int(size), int(size))
+    except (TypeError, ValueError):
+        return MIN_S  # bad input: the handler refuses it before any GPU work
+
+
+@on_gpu(_compare_gpu_seconds)
 def run_compare(services: Services, prompt, seed, steps, guidance, frames, size, camera_init, model, lora,
                 progress=None) -> dict:
     """Handler: validate, compare, and return plain data for the outputs (also the /generate API)."""
@@ -56,7 +68,7 @@ def run_compare(services: Services, prompt, seed, steps, guidance, frames, size,
         except ValueError as e:
             slot_notes.append(f"The tuned slot is not shown: {e}")
             lora = None
-    out_dir = services.data_dir / "compare" / f"{abs(hash((prompt, seed, steps, guidance, frames, size, camera_init, model, lora))):x}"
+    out_dir = compare_dir(services.data_dir, prompt, seed, steps, guidance, frames, size, camera_init, model, lora)
     c = compare(prompt, seed=seed, num_frames=frames, height=size, width=size, steps=steps, guidance=guidance,
                 camera_init=bool(camera_init), model=model, lora=lora, out_dir=out_dir, progress=progress)
     base, tuned = c.side("baseline"), c.side("tuned")
@@ -134,6 +146,7 @@ def build_generate_tab(services: Services) -> None:
     notes = gr.Markdown()
     downloads = gr.File(label="Downloads (MP4, GLB, PLY, metrics JSON)", file_count="multiple")
 
+    @handler(timeout_s=REQUEST_TIMEOUT_S, what="generation")
     def on_generate(p, s, st, g, f, sz, ci, m, lo, progress=gr.Progress()):
         try:
             r = run_compare(services, p, s, st, g, f, sz, ci, m, lo, progress=progress)
@@ -157,70 +170,3 @@ def build_generate_tab(services: Services) -> None:
     gr.Examples([[e, 0, 20, 5.0, 17, 64, True, "tinyworld", catalog.TUNED_SLOT] for e in EXAMPLES], inputs=inputs,
                 outputs=outputs, fn=on_generate, cache_examples=True, cache_mode="lazy",
                 label="TinyWorld examples (cached after the first run)")
-
-
-MAX_UPLOAD_BYTES = 200 * 1024 * 1024
-MAX_UPLOAD_FRAMES = 129
-
-
-def run_analyze(video_path: str | None, prompt: str | None, estimator: str = "tinyworld", out_dir=None) -> dict:
-    """Handler: 3D analysis of an uploaded clip (also the /analyze API). Bad uploads -> ValueError."""
-    import tempfile
-    from pathlib import Path
-
-    import numpy as np
-
-    from studio.geometry import analyze
-    from studio.plots import trajectory_figure
-    from studio.video import colorize_depth, read_mp4, write_mp4
-
-    if not video_path:
-        raise ValueError("upload a video (MP4, WebM or GIF) to analyse")
-    path = Path(video_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"uploaded file not found: {path.name}")
-    if path.stat().st_size > MAX_UPLOAD_BYTES:
-        raise ValueError(f"the video is larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
-    try:
-        frames = read_mp4(path)
-    except Exception as e:  # noqa: BLE001 - any decoder failure means a malformed upload
-        raise ValueError(f"could not decode {path.name} as a video ({type(e).__name__}); upload an MP4, WebM or GIF") from None
-    if len(frames) < 2:
-        raise ValueError(f"the video has {len(frames)} frame(s); the analysis needs at least 2")
-    if len(frames) > MAX_UPLOAD_FRAMES:
-        idx = np.linspace(0, len(frames) - 1, MAX_UPLOAD_FRAMES).round().astype(int)
-        frames = frames[idx]
-    # The depth networks want sides that are multiples of 16: crop the remainder.
-    h, w = (frames.shape[1] // 16) * 16, (frames.shape[2] // 16) * 16
-    if h < 32 or w < 32:
-        raise ValueError(f"the video is {frames.shape[2]}x{frames.shape[1]}; the analysis needs at least 32x32 pixels")
-    frames = np.ascontiguousarray(frames[:, :h, :w])
-    analysis = analyze(frames, (prompt or "").strip() or None, estimator=estimator)
-    out = Path(out_dir or tempfile.mkdtemp(prefix="analyze-"))
-    files = {"depth_video": str(write_mp4(colorize_depth(analysis.depth), out / "depth.mp4")),
-             "glb": str(analysis.write_glb(out / "points.glb")), "ply": str(analysis.write_ply(out / "points.ply"))}
-    fig = trajectory_figure({"estimated": analysis.c2w}, title="Estimated camera path")
-    return {"metrics": analysis.to_dict().get("metrics", analysis.metrics), "files": files, "figure": fig}
-
-
-def build_analyze_section() -> None:
-    with gr.Accordion("Analyse your own clip", open=False):
-        with gr.Row():
-            upload = gr.Video(label="Clip to analyse", sources=["upload"])
-            with gr.Column():
-                a_prompt = gr.Textbox(label="Its prompt (for trajectory and CLIP metrics)", lines=2)
-                a_go = gr.Button("Analyse")
-        with gr.Row():
-            a_depth = gr.Video(label="Estimated depth", autoplay=True, loop=True, interactive=False)
-            a_pc = gr.Model3D(label="Fused point cloud", height=300)
-            a_plot = gr.Plot(label="Estimated camera path")
-        a_metrics = gr.JSON(label="Metrics")
-
-    def on_analyze(v, p):
-        try:
-            r = run_analyze(v, p)
-        except (ValueError, FileNotFoundError) as e:
-            raise gr.Error(str(e)) from None
-        return r["files"]["depth_video"], r["files"]["glb"], r["figure"], r["metrics"]
-
-    a_go.click(on_analyze, [upload, a_prompt], [a_depth, a_pc, a_plot, a_metrics], api_name="analyze")
