@@ -7,6 +7,30 @@ import gradio as gr
 from studio.plots import curves_figure
 from studio.training_service import CURVES, TrainingService
 
+COLUMNS = ["name", "status", "preset", "step", "reward (raw)", "started", "checkpoints"]
+# The log box is replaced every tick; scroll it to its newest line whenever its text changed.
+SCROLL_LOG_JS = """
+() => {
+  setTimeout(() => {
+    const box = document.querySelector('#train-log textarea');
+    if (box && box.dataset.shown !== box.value) { box.dataset.shown = box.value; box.scrollTop = box.scrollHeight; }
+  }, 50);
+}
+"""
+CONFIRM_DELETE_JS = """
+(run, pw) => [run && confirm(`Delete run ${run} with its checkpoints, samples and log? This cannot be undone.`) ? run : "", pw]
+"""
+
+
+def table_rows(rows: list[dict]) -> list[list]:
+    """Runs as table rows: a queued run shows its place in the queue, the reward is the raw weighted one."""
+    out = []
+    for r in rows:
+        status = f"queued (#{r['queue']})" if r.get("queue") else r["status"]
+        reward = round(r["reward"], 4) if isinstance(r.get("reward"), float) else r.get("reward")
+        out.append([r["name"], status, r["preset"], r["step"], reward, r["started"], r["checkpoints"]])
+    return out
+
 
 def build_train_tab(service: TrainingService) -> None:
     from training.config import get_preset
@@ -25,39 +49,43 @@ def build_train_tab(service: TrainingService) -> None:
                 password = gr.Textbox(label="Admin password", type="password", scale=1,
                                       placeholder="only when the studio is exposed")
             with gr.Row():
-                epochs = gr.Number(label="epochs", value=_d("epochs"), precision=0)
-                max_minutes = gr.Number(label="max_minutes", value=_d("max_minutes"))
-                group_size = gr.Number(label="group_size (K)", value=_d("group_size"), precision=0)
+                epochs = gr.Number(label="epochs", value=_d("epochs"), precision=0, minimum=1)
+                max_minutes = gr.Number(label="max_minutes (0 = no limit)", value=_d("max_minutes"), minimum=0)
+                group_size = gr.Number(label="group_size (K)", value=_d("group_size"), precision=0, minimum=2)
                 lr = gr.Number(label="lr", value=_d("lr"))
-                kl_beta = gr.Number(label="kl_beta", value=_d("kl_beta"))
+                kl_beta = gr.Number(label="kl_beta", value=_d("kl_beta"), minimum=0)
             with gr.Row():
-                w_recon = gr.Number(label="w_recon", value=_d("w_recon"))
-                w_meta = gr.Number(label="w_meta", value=_d("w_meta"))
-                w_traj = gr.Number(label="w_traj", value=_d("w_traj"))
-                w_gen = gr.Number(label="w_gen", value=_d("w_gen"))
-                main_steps = gr.Number(label="main_steps (rigid)", value=_d("main_steps"), precision=0)
-                dynamic_steps = gr.Number(label="dynamic_steps (fluid)", value=_d("dynamic_steps"), precision=0)
-            extra = gr.Textbox(label="More overrides (key=value, one per line)", lines=2)
+                w_recon = gr.Number(label="w_recon", value=_d("w_recon"), minimum=0)
+                w_meta = gr.Number(label="w_meta", value=_d("w_meta"), minimum=0)
+                w_traj = gr.Number(label="w_traj", value=_d("w_traj"), minimum=0)
+                w_gen = gr.Number(label="w_gen", value=_d("w_gen"), minimum=0)
+                main_steps = gr.Number(label="main_steps (rigid)", value=_d("main_steps"), precision=0, minimum=1)
+                dynamic_steps = gr.Number(label="dynamic_steps (fluid)", value=_d("dynamic_steps"), precision=0, minimum=0)
+            extra = gr.Textbox(label="More overrides (key=value, one per line)", lines=2,
+                               placeholder="lora_targets=to_q,to_k\ndynamic_prompts=")
             verdict = gr.Textbox(label="Batch calculator", interactive=False)
+            estimate = gr.Textbox(label="Time estimate", interactive=False,
+                                  value=lambda: service.estimate(presets[0]))
             with gr.Row():
                 start = gr.Button("Launch run", variant="primary")
-                check = gr.Button("Check batch plan")
+                check = gr.Button("Check batch plan and time")
         with gr.Column(scale=1):
-            runs = gr.Dataframe(headers=["name", "status", "preset", "step", "reward", "started", "checkpoints"],
-                                label="Runs", interactive=False)
+            runs = gr.Dataframe(headers=COLUMNS, label="Runs", interactive=False)
             selected = gr.Dropdown([], label="Selected run", allow_custom_value=True)
             with gr.Row():
-                cancel = gr.Button("Cancel")
+                cancel = gr.Button("Cancel (again: force)")
                 resume = gr.Button("Resume")
+                delete = gr.Button("Delete run", variant="stop")
             with gr.Row():
                 checkpoint = gr.Dropdown([], label="Checkpoint (best on validation first)", scale=3)
                 use = gr.Button("Load into tuned slot", variant="secondary", scale=1)
-            slot = gr.Textbox(label="Tuned slot", value=service.tuned_lora() or "(none)", interactive=False)
+            slot = gr.Textbox(label="Tuned slot", value=lambda: service.tuned_lora() or "(none)", interactive=False)
     with gr.Row():
-        reward_plot = gr.Plot(label="Rewards")
+        reward_plot = gr.Plot(label="Rewards (raw component means; the weighted raw sum)")
         policy_plot = gr.Plot(label="KL and clipping")
-    log = gr.Textbox(label="Log tail", lines=10, max_lines=10, autoscroll=True)
+    log = gr.Textbox(label="Log tail", lines=10, max_lines=10, autoscroll=True, elem_id="train-log")
     samples = gr.Gallery(label="Sample clips", columns=4, height=200)
+    seen = gr.State(None)  # run statuses at the last refresh, to toast a run that fails meanwhile
     timer = gr.Timer(2.0)
 
     knobs = [epochs, max_minutes, group_size, lr, kl_beta, w_recon, w_meta, w_traj, w_gen, main_steps, dynamic_steps]
@@ -68,11 +96,10 @@ def build_train_tab(service: TrainingService) -> None:
         return {k: v for k, v in zip(knob_names, values) if v is not None}
 
     def on_check(p, ex, *vals):
-        return service.verdict(p, _knobs(vals), ex)
+        return service.verdict(p, _knobs(vals), ex), service.estimate(p, _knobs(vals), ex)
 
     def table():
-        return [[r[k] for k in ("name", "status", "preset", "step", "reward", "started", "checkpoints")]
-                for r in service.runs()]
+        return table_rows(service.runs())
 
     def on_start(n, p, ex, pw, *vals, profile: gr.OAuthProfile | None = None):
         _guard(pw, profile)
@@ -80,38 +107,67 @@ def build_train_tab(service: TrainingService) -> None:
             state = service.start(n, p, _knobs(vals), ex)
         except ValueError as e:
             raise gr.Error(str(e)) from None
-        names = [r[0] for r in table()]
-        return table(), gr.Dropdown(choices=names, value=state["name"]), service.verdict(p, _knobs(vals), ex)
-
-    def on_refresh(run, ckpt=None):
+        place = service.jobs.queue_position(state["name"])
+        time_estimate = service.estimate(p, _knobs(vals), ex)
+        gr.Info(f"Run {state['name']} " + (f"is queued (#{place}); it starts when the runs before it end. " if place
+                                           else "started. ") + time_estimate)
         rows = table()
+        return (rows, gr.Dropdown(choices=[r[0] for r in rows], value=state["name"]), service.verdict(p, _knobs(vals), ex),
+                time_estimate)
+
+    def on_refresh(run, ckpt=None, seen_before=None):
+        all_runs = service.runs()
+        messages, seen_now = service.notices(seen_before, all_runs)
+        for m in messages:
+            gr.Warning(m)
+        rows = table_rows(all_runs)
         names = [r[0] for r in rows]
         if not run:
-            return rows, gr.Dropdown(choices=names), None, None, "", [], gr.Dropdown(choices=[])
+            return rows, gr.Dropdown(choices=names), None, None, "", [], gr.Dropdown(choices=[]), seen_now
         try:
             st = service.status(run)
             choices = service.checkpoint_choices(run)
         except (KeyError, ValueError) as e:
-            return rows, gr.Dropdown(choices=names), None, None, str(e), [], gr.Dropdown(choices=[])
+            return rows, gr.Dropdown(choices=names), None, None, str(e), [], gr.Dropdown(choices=[]), seen_now
+        log_text = st["log"]
+        if st["error"]:
+            log_text += f"\n\n>>> {st['state']['status']}: {st['error']}"
         return (rows, gr.Dropdown(choices=names, value=run), curves_figure(st["metrics"], CURVES["rewards"], "Rewards"),
-                curves_figure(st["metrics"], CURVES["policy"], "Policy"), st["log"], st["samples"],
-                gr.Dropdown(choices=choices, value=ckpt if ckpt in [c[1] for c in choices] else None))
+                curves_figure(st["metrics"], CURVES["policy"], "Policy"), log_text, st["samples"],
+                gr.Dropdown(choices=choices, value=ckpt if ckpt in [c[1] for c in choices] else None), seen_now)
 
     def on_cancel(run, pw, profile: gr.OAuthProfile | None = None):
         _guard(pw, profile)
         try:
-            service.cancel(run)
+            state = service.cancel(run)
         except (KeyError, ValueError) as e:
             raise gr.Error(str(e)) from None
+        if state.get("forced"):
+            gr.Warning(state["message"])
+        else:
+            gr.Info(state["message"])
         return table()
 
     def on_resume(run, pw, profile: gr.OAuthProfile | None = None):
         _guard(pw, profile)
         try:
-            service.resume(run)
+            state = service.resume(run)
         except (KeyError, ValueError) as e:
             raise gr.Error(str(e)) from None
+        gr.Info(state["message"])
         return table()
+
+    def on_delete(run, pw, profile: gr.OAuthProfile | None = None):
+        _guard(pw, profile)
+        if not run:  # the confirmation was declined
+            return table(), gr.Dropdown()
+        try:
+            message = service.delete(run)
+        except (KeyError, ValueError) as e:
+            raise gr.Error(str(e)) from None
+        gr.Info(message)
+        rows = table()
+        return rows, gr.Dropdown(choices=[r[0] for r in rows], value=None)
 
     def on_use(run, ckpt, pw, profile: gr.OAuthProfile | None = None):
         _guard(pw, profile)
@@ -119,22 +175,25 @@ def build_train_tab(service: TrainingService) -> None:
             path = service.use_checkpoint(run, ckpt or None)
         except (KeyError, ValueError) as e:
             raise gr.Error(str(e)) from None
-        gr.Info(f"Tuned slot now uses {path}")
+        gr.Info(f"Tuned slot now uses {path}; the Generate tab uses it from the next click")
         return path
 
     def on_preset(p, ex):
         cfg = get_preset(p)
         values = [getattr(cfg, k) for k in knob_names]
-        return [*values, service.verdict(p, dict(zip(knob_names, values)), ex)]
+        return [*values, service.verdict(p, dict(zip(knob_names, values)), ex),
+                service.estimate(p, dict(zip(knob_names, values)), ex)]
 
-    check.click(on_check, [preset, extra, *knobs], verdict, api_name=False)
-    preset.change(on_preset, [preset, extra], [*knobs, verdict], api_name=False)
-    start.click(on_start, [name, preset, extra, password, *knobs], [runs, selected, verdict], api_name=False)
-    outs = [runs, selected, reward_plot, policy_plot, log, samples, checkpoint]
-    timer.tick(on_refresh, [selected, checkpoint], outs, api_name=False, show_progress="hidden")
-    selected.change(on_refresh, selected, outs, api_name=False)
+    check.click(on_check, [preset, extra, *knobs], [verdict, estimate], api_name=False)
+    preset.change(on_preset, [preset, extra], [*knobs, verdict, estimate], api_name=False)
+    start.click(on_start, [name, preset, extra, password, *knobs], [runs, selected, verdict, estimate], api_name=False)
+    outs = [runs, selected, reward_plot, policy_plot, log, samples, checkpoint, seen]
+    timer.tick(on_refresh, [selected, checkpoint, seen], outs, api_name=False, show_progress="hidden").then(
+        None, None, None, js=SCROLL_LOG_JS)
+    selected.change(on_refresh, [selected, checkpoint, seen], outs, api_name=False).then(None, None, None, js=SCROLL_LOG_JS)
     cancel.click(on_cancel, [selected, password], runs, api_name=False)
     resume.click(on_resume, [selected, password], runs, api_name=False)
+    delete.click(on_delete, [selected, password], [runs, selected], api_name=False, js=CONFIRM_DELETE_JS)
     use.click(on_use, [selected, checkpoint, password], slot, api_name=False)
 
     # --- API (gradio_client): plain JSON in and out; starting, cancelling and loading need admin rights.
@@ -157,6 +216,7 @@ def build_train_tab(service: TrainingService) -> None:
             raise gr.Error(str(e)) from None
 
     def train_cancel(name: str, password: str = "", profile: gr.OAuthProfile | None = None) -> dict:
+        """Stop a run at its next safe point with a checkpoint; called again while it stops, force it."""
         _guard(password, profile)
         try:
             return service.cancel(name)
