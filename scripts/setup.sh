@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-apt_pkgs=(libusb-1.0-0 libgl1 libegl1 libgomp1)   # open3d needs libusb-1.0.so.0 to import
+apt_pkgs=($(grep -v '^#' packages.txt))   # the Space's list too; open3d needs libusb-1.0.so.0 to import
 [[ "${1:-}" == "--test" ]] && apt_pkgs+=(chromium chromium-driver)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
