@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from pathlib import Path
+
+# One BLAS thread in the server, set before anything imports numpy: when any library forks while
+# another request's thread is inside a multi-threaded OpenBLAS call, OpenBLAS's fork handler
+# leaves that thread stuck for good (tests/test_video.py). The analysis's matrices are small: a
+# 17-frame analysis takes 0.42 s of CPU with one BLAS thread or two.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def build_app(data_dir: str | Path = "data"):
@@ -12,7 +19,8 @@ def build_app(data_dir: str | Path = "data"):
 
     from studio import __version__
     from studio.services import Services
-    from studio.ui.generate_tab import build_analyze_section, build_generate_tab
+    from studio.ui.analyze_section import build_analyze_section
+    from studio.ui.generate_tab import build_generate_tab
     from studio.ui.study_admin import build_study_admin
     from studio.ui.study_tab import build_study_tab
     from studio.ui.tinyworld_tab import build_tinyworld_tab
@@ -27,14 +35,14 @@ def build_app(data_dir: str | Path = "data"):
             gr.LoginButton()
         with gr.Tab("Generate & compare", id="generate"):
             build_generate_tab(services)
-            build_analyze_section()
+            build_analyze_section(services.data_dir)
         with gr.Tab("A/B study", id="study"):
             build_study_tab(services)
             build_study_admin(services)
         with gr.Tab("Training", id="training"):
             build_train_tab(services.training)
         with gr.Tab("TinyWorld", id="tinyworld"):
-            build_tinyworld_tab()
+            build_tinyworld_tab(services.data_dir)
     demo.services = services
     return demo
 
@@ -45,6 +53,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", os.environ.get("PORT", 7860))))
     ap.add_argument("--data-dir", default=os.environ.get("STUDIO_DATA_DIR", "data"))
     args = ap.parse_args(argv)
+    # The studio's own INFO lines (one per refused request, studio.errors) and everyone's warnings.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("studio").setLevel(logging.INFO)
     os.environ["STUDIO_DATA_DIR"] = args.data_dir
     os.environ["STUDIO_HOST"] = args.host
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")

@@ -8,7 +8,6 @@ GLB/PLY point clouds, metrics JSON) and a Plotly figure of the camera paths.
 from __future__ import annotations
 
 import json
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,7 +16,10 @@ from typing import Callable
 
 import numpy as np
 
+from studio.cache import cache_entry, digest
 from studio.util import atomic_write_json
+
+KEEP_COMPARISONS = 64  # comparison folders kept under data/compare (about 1 MB each at 64 px)
 
 # (key, label, which direction is better)
 METRICS: list[tuple[str, str, str]] = [
@@ -125,6 +127,8 @@ def compare(
     from studio.plots import trajectory_figure
     from studio.video import colorize_depth, write_mp4
 
+    if out_dir is None:
+        raise ValueError("compare() needs out_dir, the folder its files go to (the studio's: compare_dir)")
     t_start = time.perf_counter()
     base = load_pipeline(model)
     base.check_inputs(prompt, seed, num_frames, height, width, steps, guidance)  # fail before heavy work
@@ -133,7 +137,7 @@ def compare(
     if not tuned:
         notes.append("No tuned model in the slot, so only the baseline is shown: train a World-R1 LoRA for this base "
                      "in the Training tab, or pick a LoRA.")
-    out = Path(out_dir) if out_dir else Path(tempfile.mkdtemp(prefix="compare-"))
+    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     pipes = [("baseline", base)] + ([("tuned", tuned)] if tuned else [])
     n = len(pipes)
@@ -193,6 +197,12 @@ def compare(
     atomic_write_json(out / "metrics.json", json.loads(json.dumps(report, default=_jsonable)))
     timings["total_s"] = time.perf_counter() - t_start
     return Comparison(prompt, seed, sides, table, figure, out, notes, timings)
+
+
+def compare_dir(data_dir: Path | str, *inputs) -> Path:
+    """data/compare/<SHA-256 of the inputs>: the same inputs get the same folder across restarts
+    (Python's hash() of a string changes with every process); the oldest beyond KEEP_COMPARISONS go."""
+    return cache_entry(Path(data_dir) / "compare", digest("compare", *inputs), keep=KEEP_COMPARISONS)
 
 
 def _jsonable(x):

@@ -118,6 +118,26 @@ def _unit(x: float) -> float:
     return float(min(max(x, 0.0), 1.0))
 
 
+def degenerate(prompt: str | None, analysis) -> str | None:
+    """Why a clip scores 0 on every 3D component, or None: the analysis found it blank, noise or
+    frozen (studio.geometry.metrics.degenerate_reason). Such a clip re-renders perfectly whatever
+    its geometry (all-black frames: PSNR 60 dB, SSIM 1), so its measured consistency is no evidence
+    of 3D structure, and scoring it would reward a policy for making no video at all.
+
+    One exception: a frozen clip for a prompt that asks for a fixed camera and nothing else is
+    what was asked for, and keeps its measured score.
+    """
+    reason = getattr(analysis, "degenerate", None)
+    if not reason:
+        return None
+    if reason.startswith("frozen") and prompt:
+        from studio.camera import parse_camera_motion
+
+        if parse_camera_motion(prompt) == ["fixed"]:
+            return None
+    return reason
+
+
 # ---------------------------------------------------------------------------------------------
 # The components
 # ---------------------------------------------------------------------------------------------
@@ -129,8 +149,8 @@ def s_recon(prompts, clips, **context) -> list[float]:
     most of itself unreconstructed.
     """
     out = []
-    for a in _analyses(prompts, clips, context):
-        if a is None:
+    for p, a in zip(prompts, _analyses(prompts, clips, context)):
+        if a is None or degenerate(p, a):
             out.append(0.0)
             continue
         given = _metric(a, "s_recon")
@@ -184,7 +204,7 @@ def s_meta(prompts, clips, **context) -> list[float]:
     scorer_name = context.get("scorer") or "tinyworld"
     out = []
     for p, a in zip(prompts, _analyses(prompts, clips, context)):
-        if a is None:
+        if a is None or degenerate(p, a):
             out.append(0.0)
             continue
         given = _metric(a, "s_meta")
@@ -210,8 +230,8 @@ def s_meta(prompts, clips, **context) -> list[float]:
 def s_traj(prompts, clips, **context) -> list[float]:
     """Estimated camera path against the prompt's target path (method §3.4; 0 without a camera phrase)."""
     out = []
-    for a in _analyses(prompts, clips, context):
-        value = None if a is None else _metric(a, "s_traj")
+    for p, a in zip(prompts, _analyses(prompts, clips, context)):
+        value = None if a is None or degenerate(p, a) else _metric(a, "s_traj")
         out.append(_unit(value) if value is not None else 0.0)
     return out
 

@@ -39,6 +39,7 @@ class Analysis:
     prompt: str | None = None
     warnings: list[str] = field(default_factory=list)
     cpu_timings: dict = field(default_factory=dict)   # process CPU seconds per stage and total (wall varies with load)
+    degenerate: str | None = None   # why the clip has no 3D consistency to measure (blank, noise, frozen), or None
 
     def to_dict(self) -> dict:
         """Plain JSON-able summary (no per-pixel arrays)."""
@@ -53,6 +54,7 @@ class Analysis:
             "c2w": np.asarray(self.c2w).tolist(),
             "num_points": int(len(self.points)),
             "warnings": list(self.warnings),
+            "degenerate": self.degenerate,
         }
 
     def write_ply(self, path: str | Path) -> Path:
@@ -126,6 +128,11 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
     if prompt is not None and not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string or None, got {type(prompt).__name__}")
     warnings: list[str] = []
+    # A blank, noise or frozen clip re-renders perfectly (or not at all) whatever its geometry:
+    # its numbers are computed as usual but say nothing, and rewards score it at the bottom.
+    degenerate = M.degenerate_reason(frames)
+    if degenerate:
+        warnings.append(f"degenerate clip: {degenerate}")
     clock = _StageClock()
 
     est = _estimator(estimator, depth, K, estimator_kwargs).estimate(frames, K)
@@ -171,7 +178,7 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
     return Analysis(depth=est.depth, K=est.K, c2w=poses.c2w, confidence=confidence, points=points, colors=colors,
                     metrics=metrics, timings=timings, cpu_timings=cpu_timings,
                     pose_report=poses.report, renders=renders if keep_renders else None, estimator=estimator,
-                    prompt=prompt, warnings=warnings)
+                    prompt=prompt, warnings=warnings, degenerate=degenerate)
 
 
 class _StageClock:

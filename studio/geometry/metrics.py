@@ -13,6 +13,61 @@ from studio.geometry.fusion import fusion_mask, render_points, splat
 from studio.geometry.projection import backproject, project, relative_to_first, rotation_angle_deg, torch_threads
 
 # -------------------------------------------------------------------------------------------------
+# Degenerate clips: nothing to measure 3D consistency from
+# -------------------------------------------------------------------------------------------------
+
+# Grey levels (0-255). A blank frame's re-render is exact whatever the geometry (PSNR 60 dB, SSIM 1),
+# and so is a frozen clip's (every view is the same view), which would hand a reward policy a
+# perfect score for no video at all. Measured on TinyWorld renders (64 and 128 px, every camera
+# move, 17 and 33 frames): texture >= 42, correlation >= 0.94, change from the first frame far
+# above 10; a repeated frame with +-10 uniform noise per pixel changes by 1.2, pure noise
+# correlates at 0.01.
+MIN_TEXTURE = 2.0         # median spread of a frame's grey levels (frames area-scaled to 32 px)
+MIN_CORRELATION = 0.3     # median correlation of neighbouring pixels (noise has none)
+MIN_CHANGE = 1.5          # largest mean change of a frame from the first (frames area-scaled to 16 px)
+
+
+def _grey_small(frames: np.ndarray, side: int) -> np.ndarray:
+    import cv2
+
+    grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    h, w = grey.shape[1:]
+    s = min(1.0, side / max(h, w))
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    return np.stack([cv2.resize(g, size, interpolation=cv2.INTER_AREA) for g in grey])
+
+
+def degenerate_reason(frames: np.ndarray) -> str | None:
+    """Why a clip has no 3D consistency to measure ("blank: ...", "noise: ...", "frozen: ..."), or None.
+
+    blank: no texture; noise: no spatial structure; frozen: nothing changes from frame to frame
+    (a still image, or one with per-pixel noise). Measured on the frames alone, so it is the same
+    whatever depth estimator the analysis uses. The first word is the kind.
+    """
+    texture = float(np.median(_grey_small(frames, 32).std(axis=(1, 2))))
+    if texture < MIN_TEXTURE:
+        return (f"blank: the frames have no texture (grey levels spread by {texture:.1f} of 255), "
+                "so there is no geometry to measure")
+    grey = frames.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    corr = float(np.median([(_correlation(g[:, :-1], g[:, 1:]) + _correlation(g[:-1], g[1:])) / 2 for g in grey]))
+    if corr < MIN_CORRELATION:
+        return (f"noise: neighbouring pixels are unrelated (correlation {corr:.2f}), "
+                "so there is no surface to reconstruct")
+    small = _grey_small(frames, 16)
+    change = float(np.abs(small - small[:1]).mean(axis=(1, 2)).max())
+    if change < MIN_CHANGE:
+        return (f"frozen: no frame differs from the first by more than {change:.2f} grey levels on average, "
+                "so there is no camera or scene motion to measure 3D consistency from")
+    return None
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a - a.mean(), b - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 1e-9 else 1.0
+
+
+# -------------------------------------------------------------------------------------------------
 # Depth consistency
 # -------------------------------------------------------------------------------------------------
 
@@ -101,6 +156,7 @@ def render_reconstruction(points: np.ndarray, colors: np.ndarray, K: np.ndarray,
 
 
 LEAVE_ONE_OUT_OFFSETS = (1, 2, 4, 8)  # the frames each input camera is rendered from: near ones and far ones
+RENDER_CHUNK_POINTS = 2_000_000        # source points splatted at once (~25 arrays of this length)
 
 
 def leave_one_out_pairs(num_frames: int, offsets: tuple[int, ...] = LEAVE_ONE_OUT_OFFSETS) -> list[tuple[int, int]]:
@@ -111,7 +167,7 @@ def leave_one_out_pairs(num_frames: int, offsets: tuple[int, ...] = LEAVE_ONE_OU
 def render_leave_one_out(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, c2w: np.ndarray,
                          confidence: np.ndarray | None = None, offsets: tuple[int, ...] = LEAVE_ONE_OUT_OFFSETS,
                          sigma_px: float = 0.3, depth_tolerance: float = 0.03,
-                         fill_holes: int = 2) -> tuple[np.ndarray, np.ndarray]:
+                         fill_holes: int = 2, max_points: int = RENDER_CHUNK_POINTS) -> tuple[np.ndarray, np.ndarray]:
     """Render every input camera from the reconstruction's points of the OTHER frames.
 
     The reconstruction is each frame's pixels lifted with its depth and placed with its pose,
@@ -121,21 +177,34 @@ def render_leave_one_out(frames: np.ndarray, depth: np.ndarray, K: np.ndarray, c
     wobbles or a pose that is wrong shows up as ghosts and misregistration. Small Gaussian
     splats (sigma_px) keep the render sharp where many points land. Returns images (F, H, W, 3)
     float32 in [0, 1] and coverage (F, H, W) bool.
+
+    Target cameras are rendered in chunks of about `max_points` source points: each target's
+    render depends only on its own sources, so the result is the same, and memory stays bounded
+    (all 129 frames of an upload at once took 2 GB).
     """
     f_n, h, w = depth.shape
     pairs = np.array(leave_one_out_pairs(f_n, offsets)).reshape(-1, 2)
     mask = fusion_mask(depth, confidence).reshape(f_n, -1)
+    images = np.zeros((f_n, h, w, 3), np.float32)
+    covered = np.zeros((f_n, h, w), bool)
     if len(pairs) == 0:
-        return np.zeros((f_n, h, w, 3), np.float32), np.zeros((f_n, h, w), bool)
-    tgt, src = pairs[:, 0], pairs[:, 1]
+        return images, covered
     rays = backproject(np.ones((h, w)), K).reshape(1, -1, 3).astype(np.float32)
     pts = rays * depth.reshape(f_n, -1, 1).astype(np.float32)                      # (F, HW, 3) camera points
-    T = (np.linalg.inv(c2w)[tgt] @ c2w[src]).astype(np.float32)                    # source camera -> target camera
-    live = mask[src]                                                               # (P, HW)
-    cam = (pts[src] @ np.swapaxes(T[:, :3, :3], 1, 2) + T[:, None, :3, 3])[live]
-    cols = (frames.reshape(f_n, -1, 3)[src][live]).astype(np.float32) / 255.0
-    view = np.broadcast_to(tgt[:, None], live.shape)[live]
-    images, _, covered = splat(cam, cols, view, f_n, K, h, w, depth_tolerance, fill_holes, sigma_px)
+    colors = frames.reshape(f_n, -1, 3)
+    w2c = np.linalg.inv(c2w)
+    targets_per_chunk = max(1, max_points // (2 * len(offsets) * h * w))
+    for t0 in range(0, f_n, targets_per_chunk):
+        n_views = min(targets_per_chunk, f_n - t0)
+        chunk = pairs[(pairs[:, 0] >= t0) & (pairs[:, 0] < t0 + n_views)]
+        tgt, src = chunk[:, 0], chunk[:, 1]
+        T = (w2c[tgt] @ c2w[src]).astype(np.float32)                                 # source camera -> target camera
+        live = mask[src]                                                             # (P, HW)
+        cam = (pts[src] @ np.swapaxes(T[:, :3, :3], 1, 2) + T[:, None, :3, 3])[live]
+        cols = colors[src][live].astype(np.float32) / 255.0
+        view = np.broadcast_to((tgt - t0)[:, None], live.shape)[live]
+        imgs, _, cov = splat(cam, cols, view, n_views, K, h, w, depth_tolerance, fill_holes, sigma_px)
+        images[t0:t0 + n_views], covered[t0:t0 + n_views] = imgs, cov
     return images, covered
 
 

@@ -228,3 +228,36 @@ def test_the_collapse_watch_judges_colour_and_shape_of_single_object_prompts():
     wrong = attribute_watch("tinyworld", ["A green cube on a checkered floor."], clips[:1])
     assert wrong["eval/colour_right"] == 0.0
     assert attribute_watch("tinyworld", prompts[2:], clips[2:]) == {}
+
+
+def test_blank_frozen_and_noise_clips_score_at_the_bottom_against_a_real_render():
+    """All-black frames re-render perfectly (PSNR 60 dB, SSIM 1) and used to get S_recon 1.0 and
+    S_meta 0.999 against 0.73 / 0.81 for a real render: a reward a policy could hack."""
+    from studio.geometry import analyze
+    from studio.tinyworld import render_clip
+
+    prompt = "Camera orbit left, then push in. A red cube and a blue sphere on a checkered floor."
+    real = render_clip(prompt, num_frames=17, height=64, width=64, seed=0).frames
+    rng = np.random.default_rng(0)
+    clips = [real, np.zeros_like(real), np.repeat(real[:1], 17, 0), rng.integers(0, 256, real.shape, dtype=np.uint8)]
+    analyses = [analyze(c, prompt) for c in clips]
+    assert [a.degenerate is not None for a in analyses] == [False, True, True, True]
+    prompts = [prompt] * len(clips)
+    scores = {f.__name__: f(prompts, clips, analyses=analyses) for f in (s_recon, s_meta, s_traj)}
+    for name, values in scores.items():
+        assert values[0] > 0.3, (name, values)
+        assert values[1:] == [0.0, 0.0, 0.0], (name, values)
+
+
+def test_a_still_clip_keeps_its_score_when_the_prompt_asks_for_a_fixed_camera():
+    from studio.geometry import analyze
+    from studio.tinyworld import render_clip
+
+    fixed = "Camera remains fixed. A red cube and a blue sphere on a checkered floor."
+    still = render_clip(fixed, num_frames=17, height=64, width=64, seed=0).frames
+    a = analyze(still, fixed)
+    assert a.degenerate.startswith("frozen")
+    assert s_recon([fixed], [still], analyses=[a])[0] > 0.9
+    assert s_traj([fixed], [still], analyses=[a])[0] > 0.9
+    moving = "Camera orbit left. A red cube and a blue sphere on a checkered floor."
+    assert s_recon([moving], [still], analyses=[a]) == [0.0]

@@ -6,7 +6,8 @@ import pytest
 
 from studio.admin import check_admin
 from studio.training_service import TrainingService
-from studio.ui.generate_tab import run_analyze, with_camera_clause
+from studio.ui.analyze_section import run_analyze
+from studio.ui.generate_tab import with_camera_clause
 from studio.ui.study_admin import categorize
 
 
@@ -95,15 +96,17 @@ def test_admin_rights_only_matter_when_the_studio_is_exposed(monkeypatch):
 
 @pytest.mark.parametrize("content, match", [
     (None, "upload a video"),
-    (b"definitely not a video", "could not decode"),
+    (b"definitely not a video", "could not read clip.mp4 as a video"),
+    (b"", "empty"),
 ])
 def test_malformed_uploads_get_a_clear_message(tmp_path, content, match):
     path = None
     if content is not None:
         path = tmp_path / "clip.mp4"
         path.write_bytes(content)
-    with pytest.raises(ValueError, match=match):
-        run_analyze(str(path) if path else None, "Camera pan left. A cube.")
+    with pytest.raises(ValueError, match=match) as e:
+        run_analyze(str(path) if path else None, "Camera pan left. A cube.", data_dir=tmp_path)
+    assert str(e.value).startswith("Clip to analyse: ")  # the message names the field
 
 
 def test_tiny_or_single_frame_uploads_are_refused(tmp_path):
@@ -113,10 +116,10 @@ def test_tiny_or_single_frame_uploads_are_refused(tmp_path):
 
     one = write_mp4(np.zeros((1, 64, 64, 3), np.uint8), tmp_path / "one.mp4", min_side=64)
     with pytest.raises(ValueError, match="at least 2"):
-        run_analyze(str(one), None)
+        run_analyze(str(one), None, data_dir=tmp_path)
     small = write_mp4(np.zeros((4, 16, 16, 3), np.uint8), tmp_path / "small.mp4", min_side=16)
     with pytest.raises(ValueError, match="at least 32x32"):
-        run_analyze(str(small), None)
+        run_analyze(str(small), None, data_dir=tmp_path)
 
 
 def test_a_signed_in_hugging_face_user_is_the_evaluator_whatever_id_the_page_sends():
