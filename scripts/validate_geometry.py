@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from studio.camera import MOVES, camera_clause  # noqa: E402
-from studio.geometry import analyze  # noqa: E402
+from studio.geometry import ESTIMATORS, analyze  # noqa: E402
 from studio.geometry.metrics import umeyama_sim3  # noqa: E402
 from studio.geometry.projection import relative_to_first, rotation_angle_deg  # noqa: E402
 from studio.tinyworld import render_clip  # noqa: E402
@@ -168,7 +168,7 @@ def corrupt(name, clip, prompt, seed, size, move, rng):
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--estimators", nargs="+", default=["ground-truth", "tinyworld"])
+    ap.add_argument("--estimators", nargs="+", default=["ground-truth", "tinyworld"], choices=sorted(ESTIMATORS))
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--moves", nargs="+", default=list(MOVES))
     ap.add_argument("--per-clip", action="store_true", help="also print every broken clip's numbers")

@@ -848,6 +848,19 @@ def parse_args(argv: list[str] | None = None):
     if args.n_boot < 100:
         ap.error("--n-boot must be ≥ 100")
     args.cache = args.cache or None
+    # Every input checked before the baseline's minutes of generation: a corrupt or missing LoRA, an
+    # unknown model, estimator or scorer fail here with the flag's name.
+    from studio.geometry import ESTIMATORS
+    from studio.pipelines import resolve_lora, resolve_model
+
+    if args.estimator not in ESTIMATORS:
+        ap.error(f"--estimator {args.estimator!r}: expected one of {', '.join(sorted(ESTIMATORS))}")
+    try:
+        resolve_model(args.baseline)
+        for path in args.tuned:
+            resolve_lora(resolve_lora_dir(path))
+    except (ValueError, FileNotFoundError) as e:
+        ap.error(str(e))
     return args
 
 

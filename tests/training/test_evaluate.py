@@ -331,3 +331,29 @@ def test_vanilla_baseline_is_the_base_model_without_camera_init_and_the_rows_dec
     assert [(s.label, s.camera_init) for s in systems] == [("baseline", False), ("baseline + camera init", True)]
     plain = E.build_systems(E.parse_args(["--no-camera-init"]))
     assert [(s.label, s.camera_init) for s in plain] == [("baseline", True), ("baseline, no camera init", False)]
+
+
+@pytest.mark.parametrize("flags, match", [
+    (["--tuned", "CORRUPT"], "corrupt"),
+    (["--tuned", "MISSING"], "no such file"),
+    (["--baseline", "no-such-model"], "unknown model"),
+    (["--estimator", "bogus"], "--estimator"),
+])
+def test_every_input_is_checked_before_any_clip_is_generated(tmp_path, capsys, flags, match):
+    from training.evaluate import parse_args
+
+    bad = tmp_path / "pytorch_lora_weights.safetensors"
+    bad.write_bytes(b"not safetensors")
+    flags = [str(bad) if f == "CORRUPT" else str(tmp_path / "nope") if f == "MISSING" else f for f in flags]
+    with pytest.raises(SystemExit) as e:
+        parse_args(flags)
+    assert e.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_validate_geometry_refuses_an_unknown_estimator(monkeypatch, capsys):
+    from scripts import validate_geometry
+
+    monkeypatch.setattr("sys.argv", ["validate_geometry", "--estimators", "bogus"])
+    with pytest.raises(SystemExit) as e:
+        validate_geometry.main()
+    assert e.value.code == 2 and "invalid choice: 'bogus'" in capsys.readouterr().err
