@@ -37,14 +37,23 @@ def build_app(data_dir: str | Path = "data"):
             build_generate_tab(services)
             build_analyze_section(services.data_dir)
         with gr.Tab("A/B study", id="study"):
-            build_study_tab(services)
-            build_study_admin(services)
+            study_dropdown = build_study_tab(services)
+            build_study_admin(services, study_dropdown)
         with gr.Tab("Training", id="training"):
             build_train_tab(services.training)
         with gr.Tab("TinyWorld", id="tinyworld"):
             build_tinyworld_tab(services.data_dir)
     demo.services = services
     return demo
+
+
+def launch_kwargs(data_dir: str | Path) -> dict:
+    """What `launch` serves: Gradio's upload folder and nothing of the data dir
+    (studio.ui.serving has the why), the tabs' CSS, and 4xx statuses for user errors."""
+    from studio.ui.serving import launch_options
+    from studio.ui.study_tab import STUDY_CSS
+
+    return launch_options(data_dir, css=STUDY_CSS)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = build_app(args.data_dir)
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port,
-                                                   allowed_paths=[str(Path(args.data_dir).resolve())])
+                                                   **launch_kwargs(args.data_dir))
 
 
 if __name__ == "__main__":

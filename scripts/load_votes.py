@@ -140,6 +140,7 @@ class EvaluatorLog:
 class AppError(RuntimeError):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(f"HTTP {status}: {message}")
+        self.status = status
 
 
 class Evaluator(threading.Thread):
@@ -183,6 +184,10 @@ class Evaluator(threading.Thread):
                 result, t0 = self._once(args, api_name)
                 return result, t0, time.perf_counter() - t0
             except Exception as exc:  # noqa: BLE001 — connection drops during the restart
+                # A 4xx is the app refusing this input (it answers 400/403/404 with a message):
+                # retrying cannot help. Connection errors and 5xx during the restart are retried.
+                if isinstance(exc, AppError) and 400 <= exc.status < 500:
+                    raise
                 if "dealt to another evaluator" in str(exc) or "required" in str(exc):
                     raise
                 self.log.errors += 1

@@ -75,10 +75,23 @@ class StudySpec:
     attention_fail_limit: int = 2  # failed checks that flag an evaluator as careless
 
 
+NAME_MAX_CHARS = 200  # study and system names (their columns are String(200))
+
+
+def _check_name(value: str, what: str) -> None:
+    if len(value) > NAME_MAX_CHARS:
+        raise ValueError(f"{what}: at most {NAME_MAX_CHARS} characters, got {len(value)}")
+    if not value.isprintable():
+        raise ValueError(f"{what}: control and invisible characters are not allowed, got {value[:60]!r}")
+
+
 def check_study_spec(spec: StudySpec) -> None:
     """Validate a study up front, with messages that say what was expected."""
     if not spec.name or not spec.name.strip():
         raise ValueError("a study needs a non-empty name")
+    _check_name(spec.name, "study name")
+    for system in spec.systems:
+        _check_name(str(system), "system name")
     if len(spec.systems) < 2:
         raise ValueError(f"a study compares at least 2 systems, got {list(spec.systems)}")
     if len(set(spec.systems)) != len(spec.systems):
@@ -97,6 +110,8 @@ def check_study_spec(spec: StudySpec) -> None:
         raise ValueError("max_votes_per_evaluator must be at least 1")
     if not 0.0 <= spec.attention_rate <= 1.0:
         raise ValueError(f"attention_rate must be in [0, 1], got {spec.attention_rate}")
+    if spec.attention_fail_limit < 1:
+        raise ValueError(f"attention_fail_limit must be at least 1, got {spec.attention_fail_limit}")
 
 
 def clip_relpath(study_id: int) -> str:
@@ -113,7 +128,8 @@ def get_study(session: Session, study: int | str) -> Study:
             return row
     row = session.scalar(select(Study).where(Study.name == str(study)))
     if row is None:
-        raise KeyError(f"no study named {study!r}")
+        shown = repr(study) if len(str(study)) <= 60 else f"{str(study)[:59]!r}…"
+        raise KeyError(f"study: no study named {shown}")
     return row
 
 
@@ -145,6 +161,16 @@ def create_study(engine: Engine, spec: StudySpec) -> int:
                         path=clip_relpath(study.id), status="pending",
                     ))
         return study.id
+
+
+def studies_to_resume(engine: Engine) -> list[str]:
+    """Studies whose pre-generation a restart interrupted: a clip still pending, or the run
+    stopped while making the attention-check copies (status left at "generating")."""
+    with Session(engine) as session:
+        pending = select(Clip.study_id).where(Clip.status == "pending")
+        return list(session.scalars(
+            select(Study.name).where((Study.id.in_(pending)) | (Study.status == "generating")).order_by(Study.id)
+        ))
 
 
 def list_studies(engine: Engine) -> list[dict]:
@@ -332,7 +358,11 @@ def start_pregeneration(engine: Engine, data_dir: Path, study: int | str, genera
 
 @dataclass(frozen=True)
 class BattleView:
-    """What the evaluator sees before voting: no system names, no battle kind."""
+    """What the evaluator sees before voting: no system names, no battle kind.
+
+    left_video/right_video are the clip files in the data dir; `StudyService.next_battle`
+    swaps them for copies under opaque names before anything leaves the server.
+    """
 
     battle_id: int
     study: str
@@ -522,12 +552,15 @@ def check_answers(answers: Mapping[str, str | None]) -> dict[str, str | None]:
     clean: dict[str, str | None] = {}
     for criterion in CRITERIA:
         value = answers.get(criterion) or None
-        if value is not None and value not in ANSWERS:
-            raise ValueError(f"answer for {criterion!r} must be one of {ANSWERS}, got {value!r}")
+        if value is not None and (not isinstance(value, str) or value not in ANSWERS):
+            shown = repr(value) if len(repr(value)) <= 60 else f"{repr(value)[:59]}…"
+            raise ValueError(f"{criterion}: the answer must be one of {', '.join(ANSWERS)} "
+                             f"(or empty where optional), got {shown}")
         clean[criterion] = value
     for criterion in REQUIRED_CRITERIA:
         if clean[criterion] is None:
-            raise ValueError(f"the {criterion!r} answer is required")
+            raise ValueError(f"{criterion}: the {criterion!r} answer is required "
+                             f"(one of {', '.join(ANSWERS)})")
     return clean
 
 
@@ -568,7 +601,7 @@ def submit_vote(
             with Session(durable) as session, session.begin():
                 battle = session.get(Battle, int(battle_id))
                 if battle is None:
-                    raise KeyError(f"no battle {battle_id}")
+                    raise KeyError(f"battle_id: no battle {battle_id}; use the battle_id /ab_next returned")
                 if battle.evaluator_id != evaluator_id:
                     raise PermissionError(f"battle {battle_id} was dealt to another evaluator")
                 study = session.get(Study, battle.study_id)

@@ -1,4 +1,5 @@
-"""MP4 reading/writing for the study: attention-check copies and a synthetic clip generator.
+"""MP4 reading/writing for the study: attention-check copies, the clips a page is served, and a
+synthetic clip generator.
 
 Frames follow the project convention: uint8 (F, H, W, 3) RGB. Clips are written as
 h264/yuv420p with `+faststart`, which browsers (and gr.Video) play without conversion.
@@ -7,7 +8,11 @@ h264/yuv420p with `+faststart`, which browsers (and gr.Video) play without conve
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
+import secrets
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +73,65 @@ def write_shuffled_copy(src: Path, dst: Path, seed: int) -> None:
     tmp = Path(dst).with_name(Path(dst).stem + ".partial.mp4")
     write_mp4(frames[shuffled_order(len(frames), seed)], tmp, fps=fps)
     os.replace(tmp, dst)
+
+
+def default_served_dir() -> Path:
+    """The folder the study serves clips from: its own folder inside Gradio's upload folder
+    (GRADIO_TEMP_DIR, else <tmp>/gradio, as gradio.utils.get_upload_folder computes it).
+
+    Gradio serves that folder without `allowed_paths`, and hands out a file already inside it
+    under its own path. A file from anywhere else is copied into a folder named by the hash of
+    its bytes, which would tell an API client that the two sides of an identical-clips check,
+    or two battles, show the same clip.
+    """
+    root = os.environ.get("GRADIO_TEMP_DIR") or str((Path(tempfile.gettempdir()) / "gradio").resolve())
+    return Path(root) / "study-media"
+
+
+def load_or_create_key(path: Path) -> bytes:
+    """A 32-byte secret kept in `path` (created once, owner-only), so served names stay the same
+    across restarts and differ between data dirs."""
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return bytes.fromhex(path.read_text().strip())
+    key = secrets.token_bytes(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex())
+    return key
+
+
+class ServedMedia:
+    """Copies of the clips of open battles, one per battle side, in a folder that holds nothing
+    else, named by an HMAC of (battle, side): the name (which the browser sees in the URL) tells
+    neither the system, nor the prompt, nor whether two sides are the same clip."""
+
+    def __init__(self, folder: Path, key: bytes) -> None:
+        self.folder, self._key = Path(folder), key
+
+    def path(self, battle_id: int, side: str) -> Path:
+        token = hmac.new(self._key, f"{int(battle_id)}:{side}".encode(), hashlib.sha256).hexdigest()[:32]
+        return self.folder / f"{token}.mp4"
+
+    def publish(self, battle_id: int, side: str, clip: Path) -> Path:
+        """The served copy of `clip` for this battle side (written once, atomically)."""
+        out = self.path(battle_id, side)
+        if not out.exists():
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".partial-", suffix=".mp4")
+            os.close(fd)
+            try:
+                shutil.copyfile(clip, tmp)
+                os.replace(tmp, out)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        return out
+
+    def withdraw(self, battle_id: int) -> None:
+        for side in ("left", "right"):
+            self.path(battle_id, side).unlink(missing_ok=True)
 
 
 def synthetic_clip(system: str, prompt: str, seed: int, num_frames: int = 16, size: int = 32) -> np.ndarray:

@@ -13,6 +13,15 @@ Conventions:
 - Bradley–Terry: P(i beats j) = p_i / (p_i + p_j), fitted by the MM algorithm of Hunter
   (2004); ratings are log-strengths θ = log p centred to mean 0. A pseudo-count of
   `BT_PRIOR` wins in each direction of every pair keeps θ finite when a system never wins.
+  With two systems it is the log-odds of the win rate split in two (θ_b − θ_a = log(w_b / w_a)),
+  shown because its bootstrap CI is the one scale that carries over to studies of more systems.
+- The first system of a study is the reference (the baseline); figures and the headline show how
+  often each later system wins against an earlier one, so "above 0.5" means the later system
+  (e.g. the tuned one) is preferred.
+- Evaluators are flagged as careless for failed attention checks, for choosing one side
+  far more than chance allows (exact binomial test of left against right on their decisive
+  overall answers, Bonferroni over evaluators at a family-wise `POSITION_ALPHA`), or for
+  voting faster than the clips can be watched (median time to vote under `min_vote_ms`).
 """
 
 from __future__ import annotations
@@ -34,6 +43,8 @@ from studio.study.db import CATEGORIES, CRITERIA, answer_column
 
 Z95 = 1.959963984540054
 BT_PRIOR = 0.1
+POSITION_ALPHA = 0.05
+MIN_VOTE_MS = 1500  # the page opens voting only once both clips (2 s at 16 frames / 8 fps) played
 ClipKey = tuple[str, int, str]  # (prompt, seed, system)
 
 
@@ -245,24 +256,42 @@ def bt_ratings(votes: Sequence[Mapping], criterion: str, systems: Sequence[str],
 # --- evaluators and attention checks -------------------------------------------------
 
 
-def evaluator_summary(votes: Sequence[Mapping], attention_fail_limit: int) -> list[dict]:
-    """Votes, attention checks and failures per evaluator; `careless` once failures reach the limit."""
+def evaluator_summary(votes: Sequence[Mapping], attention_fail_limit: int,
+                      min_vote_ms: float = MIN_VOTE_MS) -> list[dict]:
+    """Per evaluator: votes, attention checks and failures, side preference, time to vote, and
+    `careless` with its `flags` (failed checks, one side, too fast; the module doc has the rules)."""
     rows: dict[str, dict] = {}
     for v in votes:
         r = rows.setdefault(v["evaluator"], {"evaluator": v["evaluator"], "votes": 0, "pair_votes": 0,
                                               "attention_checks": 0, "attention_failures": 0,
-                                              "median_time_to_vote_ms": 0, "_times": []})
+                                              "chose_left": 0, "chose_right": 0, "_times": []})
         r["votes"] += 1
         r["_times"].append(v.get("time_to_vote_ms") or 0)
         if v.get("kind", "pair") == "pair":
             r["pair_votes"] += 1
+            answer = v.get(answer_column("overall"))
+            r["chose_left"] += answer == "left"
+            r["chose_right"] += answer == "right"
         else:
             r["attention_checks"] += 1
             r["attention_failures"] += int(bool(v.get("attention_failed")))
+    tested = sum(1 for r in rows.values() if r["chose_left"] + r["chose_right"] > 0)
+    position_threshold = POSITION_ALPHA / max(tested, 1)
     out = []
     for r in sorted(rows.values(), key=lambda r: (-r["votes"], r["evaluator"])):
-        r["median_time_to_vote_ms"] = int(np.median(r.pop("_times")))
-        r["careless"] = r["attention_failures"] >= attention_fail_limit
+        times = r.pop("_times")
+        r["median_time_to_vote_ms"] = int(np.median(times))
+        r["fast_votes"] = int(sum(t < min_vote_ms for t in times))
+        r["side_p_value"] = sign_test(r["chose_left"], r["chose_right"])
+        flags = []
+        if r["attention_failures"] >= attention_fail_limit:
+            flags.append("failed attention checks")
+        if r["chose_left"] + r["chose_right"] > 0 and r["side_p_value"] < position_threshold:
+            flags.append(f"picks {'left' if r['chose_left'] > r['chose_right'] else 'right'}")
+        if r["median_time_to_vote_ms"] < min_vote_ms:
+            flags.append("too fast")
+        r["careless"] = bool(flags)
+        r["flags"] = ", ".join(flags)
         out.append(r)
     return out
 
@@ -340,16 +369,17 @@ def summarize(
     n_boot: int = 2000,
     n_boot_bt: int = 300,
     seed: int = 0,
+    min_vote_ms: float = MIN_VOTE_MS,
 ) -> dict:
     """Everything the results page shows, as JSON-ready data."""
-    evaluators = evaluator_summary(votes, attention_fail_limit)
+    evaluators = evaluator_summary(votes, attention_fail_limit, min_vote_ms)
     careless = {e["evaluator"] for e in evaluators if e["careless"]}
     used = [v for v in votes if v["evaluator"] not in careless] if exclude_careless else list(votes)
     pairs = list(itertools.combinations(systems, 2))
     result: dict = {
         "systems": list(systems), "n_votes": len(votes), "n_votes_used": len(used),
         "n_pair_votes": len(pair_votes(used)), "excluded_careless": sorted(careless) if exclude_careless else [],
-        "pairwise": [], "by_category": [], "position_bias": [], "bradley_terry": [],
+        "headline": [], "pairwise": [], "by_category": [], "position_bias": [], "bradley_terry": [],
         "evaluators": evaluators, "attention": attention_summary(votes), "metric_agreement": [],
         "clip_metrics": clip_metric_table(clip_metrics, systems) if clip_metrics else [],
     }
@@ -362,11 +392,35 @@ def summarize(
                     row = asdict(pairwise(subset, criterion, a, b, n_boot=n_boot, seed=seed))
                     result["by_category"].append({"category": category, **row})
         result["position_bias"].append(asdict(position_bias(used, criterion)))
-        if len(systems) > 2:
-            result["bradley_terry"] += [asdict(r) for r in bt_ratings(used, criterion, systems, n_boot_bt, seed)]
+        result["bradley_terry"] += [asdict(r) for r in bt_ratings(used, criterion, systems, n_boot_bt, seed)]
         if clip_metrics:
             result["metric_agreement"] += metric_vote_agreement(used, clip_metrics, criterion)
+    result["headline"] = [challenger_view(r) for r in result["pairwise"] if r["criterion"] == "overall"]
     return _json_safe(result)
+
+
+def challenger_view(row: Mapping) -> dict:
+    """A pairwise row seen from its later system (B, e.g. the tuned one) against A (the reference)."""
+    def flip(x):
+        return math.nan if x is None or (isinstance(x, float) and math.isnan(x)) else 1.0 - x
+    return {"criterion": row["criterion"], "system": row["system_b"], "against": row["system_a"],
+            "wins": row["wins_b"], "losses": row["wins_a"], "both_good": row["both_good"],
+            "both_bad": row["both_bad"], "win_rate": flip(row["win_rate_a"]),
+            "ci_low": flip(row["ci_high"]), "ci_high": flip(row["ci_low"]), "sign_test_p": row["sign_test_p"]}
+
+
+def headline_text(summary: Mapping) -> str:
+    """One sentence per compared pair, from the later system's side (markdown)."""
+    lines = []
+    for h in summary.get("headline", []):
+        if h["win_rate"] is None or (isinstance(h["win_rate"], float) and math.isnan(h["win_rate"])):
+            lines.append(f"**{h['system']}** vs **{h['against']}**: no decisive overall vote yet.")
+            continue
+        lines.append(
+            f"**{h['system']}** wins {100 * h['win_rate']:.0f} % of decisive overall votes against "
+            f"**{h['against']}** ({h['wins']}–{h['losses']}, Wilson 95 % CI {100 * h['ci_low']:.0f}–"
+            f"{100 * h['ci_high']:.0f} %, sign test p = {h['sign_test_p']:.2g}).")
+    return "\n\n".join(lines)
 
 
 def _json_safe(value):
@@ -414,36 +468,51 @@ def _err(rows: list[dict], value: str, low: str, high: str) -> dict:
     )
 
 
+def _challenger_rows(rows: Sequence[Mapping]) -> list[dict]:
+    return [{**challenger_view(r), **({"category": r["category"]} if "category" in r else {})} for r in rows]
+
+
 def fig_win_rates(summary: dict):
-    """Win rate of A over B per criterion and pair, with Wilson 95 % error bars."""
+    """How often the later system of each pair (e.g. the tuned one) wins against the earlier one,
+    per criterion, with Wilson 95 % error bars; one named bar series per pair."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     by_pair: dict[tuple, list[dict]] = defaultdict(list)
-    for row in summary["pairwise"]:
-        by_pair[(row["system_a"], row["system_b"])].append(row)
-    for (a, b), rows in by_pair.items():
-        fig.add_bar(x=[r["criterion"] for r in rows], y=[r["win_rate_a"] for r in rows], name=f"{a} vs {b}",
-                    error_y=_err(rows, "win_rate_a", "ci_low", "ci_high"),
-                    customdata=[[r["wins_a"], r["wins_b"], r["sign_test_p"]] for r in rows],
-                    hovertemplate="win rate %{y:.2f}<br>wins %{customdata[0]}–%{customdata[1]}"
-                                  "<br>sign test p=%{customdata[2]:.3g}<extra></extra>")
-    fig.add_hline(y=0.5, line_dash="dot")
-    fig.update_layout(title="Win rate (decisive votes), Wilson 95 % CI", yaxis=dict(range=[0, 1], title="win rate of A"),
-                      barmode="group", height=360)
+    for row in _challenger_rows(summary["pairwise"]):
+        by_pair[(row["system"], row["against"])].append(row)
+    for (b, a), rows in by_pair.items():
+        fig.add_bar(x=[r["criterion"] for r in rows], y=[r["win_rate"] for r in rows], name=f"{b} wins vs {a}",
+                    error_y=_err(rows, "win_rate", "ci_low", "ci_high"),
+                    customdata=[[r["wins"], r["losses"], r["sign_test_p"]] for r in rows],
+                    hovertemplate=f"{b} wins %{{customdata[0]}}, {a} wins %{{customdata[1]}}"
+                                  "<br>win rate %{y:.2f}<br>sign test p=%{customdata[2]:.3g}<extra></extra>")
+    fig.add_hline(y=0.5, line_dash="dot", annotation_text="no preference", annotation_position="bottom right")
+    title = ("Win rate against the reference" if len(by_pair) != 1 else
+             "How often {} wins against {}".format(*next(iter(by_pair))))
+    fig.update_layout(title=f"{title} (decisive votes, Wilson 95 % CI)", showlegend=True,
+                      legend=dict(orientation="h", y=-0.2), yaxis=dict(range=[0, 1], title="win rate"),
+                      barmode="group", height=380)
     return fig
 
 
 def fig_outcomes(summary: dict):
-    """Stacked shares of wins A / wins B / both good / both bad per criterion."""
+    """Stacked shares of the answers per criterion, with the systems named."""
     import plotly.graph_objects as go
 
     fig = go.Figure()
     rows = summary["pairwise"]
-    labels = [f"{r['criterion']}<br>{r['system_a']} vs {r['system_b']}" for r in rows]
-    for key, name in (("wins_a", "A better"), ("wins_b", "B better"), ("both_good", "both good"), ("both_bad", "both bad")):
-        fig.add_bar(x=labels, y=[r[key] / r["n_votes"] if r["n_votes"] else 0 for r in rows], name=name)
-    fig.update_layout(barmode="stack", title="Answers", yaxis=dict(title="share of votes", range=[0, 1]), height=360)
+    labels = [f"{r['criterion']}<br>{r['system_b']} vs {r['system_a']}" for r in rows]
+    share = lambda r, k: r[k] / r["n_votes"] if r["n_votes"] else 0  # noqa: E731
+    two = len({(r["system_a"], r["system_b"]) for r in rows}) == 1
+    for key, name, colour in (("wins_b", f"{rows[0]['system_b']} better" if rows and two else "later system better",
+                               "#2ca02c"),
+                              ("wins_a", f"{rows[0]['system_a']} better" if rows and two else "earlier system better",
+                               "#1f77b4"),
+                              ("both_good", "both good", "#bcbd22"), ("both_bad", "both bad", "#7f7f7f")):
+        fig.add_bar(x=labels, y=[share(r, key) for r in rows], name=name, marker_color=colour)
+    fig.update_layout(barmode="stack", title="Answers", yaxis=dict(title="share of votes", range=[0, 1]), height=360,
+                      showlegend=True)
     return fig
 
 
@@ -451,15 +520,16 @@ def fig_categories(summary: dict):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    rows = [r for r in summary["by_category"] if r["criterion"] == "overall"]
+    rows = _challenger_rows([r for r in summary["by_category"] if r["criterion"] == "overall"])
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["system_a"], r["system_b"])].append(r)
-    for (a, b), rs in groups.items():
-        fig.add_bar(x=[r["category"] for r in rs], y=[r["win_rate_a"] for r in rs], name=f"{a} vs {b}",
-                    error_y=_err(rs, "win_rate_a", "ci_low", "ci_high"))
+        groups[(r["system"], r["against"])].append(r)
+    for (b, a), rs in groups.items():
+        fig.add_bar(x=[r["category"] for r in rs], y=[r["win_rate"] for r in rs], name=f"{b} wins vs {a}",
+                    error_y=_err(rs, "win_rate", "ci_low", "ci_high"))
     fig.add_hline(y=0.5, line_dash="dot")
-    fig.update_layout(title="Overall win rate by prompt category", yaxis=dict(range=[0, 1]), barmode="group", height=360)
+    fig.update_layout(title="Overall win rate by prompt category", yaxis=dict(range=[0, 1], title="win rate"),
+                      barmode="group", height=360, showlegend=True)
     return fig
 
 
@@ -479,13 +549,18 @@ def fig_bradley_terry(summary: dict):
 
 
 def fig_evaluators(summary: dict):
+    """Votes per evaluator: pair votes, attention checks passed (green) and failed (red)."""
     import plotly.graph_objects as go
 
     rows = summary["evaluators"]
+    names = [r["evaluator"] + (" ⚑" if r.get("careless") else "") for r in rows]
     fig = go.Figure()
-    fig.add_bar(x=[r["evaluator"] for r in rows], y=[r["pair_votes"] for r in rows], name="pair votes")
-    fig.add_bar(x=[r["evaluator"] for r in rows], y=[r["attention_checks"] - r["attention_failures"] for r in rows],
-                name="checks passed")
-    fig.add_bar(x=[r["evaluator"] for r in rows], y=[r["attention_failures"] for r in rows], name="checks failed")
-    fig.update_layout(barmode="stack", title="Votes per evaluator", height=320)
+    fig.add_bar(x=names, y=[r["pair_votes"] for r in rows], name="pair votes", marker_color="#9ecae1",
+                customdata=[[r.get("flags") or "—"] for r in rows],
+                hovertemplate="%{y} pair votes<br>flags: %{customdata[0]}<extra></extra>")
+    fig.add_bar(x=names, y=[r["attention_checks"] - r["attention_failures"] for r in rows],
+                name="checks passed", marker_color="#2ca02c")
+    fig.add_bar(x=names, y=[r["attention_failures"] for r in rows], name="checks failed", marker_color="#d62728")
+    fig.update_layout(barmode="stack", title="Votes per evaluator (⚑ flagged as careless)", height=320,
+                      showlegend=True)
     return fig

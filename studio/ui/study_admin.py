@@ -40,14 +40,16 @@ def create_study(services: Services, name: str, prompts_text: str, seeds_text: s
     return services.study.progress(spec.name)
 
 
-def build_study_admin(services: Services) -> None:
+def build_study_admin(services: Services, study_dropdown: gr.Dropdown | None = None) -> None:
+    """The admin section; `study_dropdown` (from build_study_tab) lists a new study at once."""
     from studio.ui.generate_tab import EXAMPLES
 
     with gr.Accordion("Create a study (admin)", open=False):
         with gr.Row():
             name = gr.Textbox(label="Study name", value="tinyworld-baseline-vs-tuned")
             systems = gr.Textbox(label="Systems (comma-separated)", value="baseline, tuned",
-                                 info="baseline, tuned (the tuned slot), or MODEL|LORA_PATH")
+                                 info="reference first (results show how often the others win against it): "
+                                      "baseline, tuned (the tuned slot), or MODEL|LORA_PATH")
             seeds = gr.Textbox(label="Seeds", value="0, 1")
             cap = gr.Number(label="Votes per evaluator", value=40, precision=0, minimum=1)
             rate = gr.Slider(0, 0.5, value=0.1, step=0.05, label="Attention-check rate")
@@ -62,9 +64,11 @@ def build_study_admin(services: Services) -> None:
 
         try:
             check_admin(pw, dict(profile) if profile else None)
-            return create_study(services, n, pr, se, sy, c, r), gr.Timer(active=True)
+            progress = create_study(services, n, pr, se, sy, c, r)
         except (ValueError, PermissionError, RuntimeError) as e:
             raise gr.Error(str(e)) from None
+        listed = gr.update(choices=services.study.list_studies(), value=(n or "").strip())
+        return progress, gr.Timer(active=True), *([listed] if study_dropdown is not None else [])
 
     def on_tick(n):
         try:
@@ -73,5 +77,6 @@ def build_study_admin(services: Services) -> None:
             return {"error": str(e)}, gr.Timer(active=False)
         return p, gr.Timer(active=p["running"])
 
-    create.click(on_create, [name, prompts, seeds, systems, cap, rate, password], [progress, timer], api_name=False)
+    create.click(on_create, [name, prompts, seeds, systems, cap, rate, password],
+                 [progress, timer, *([study_dropdown] if study_dropdown is not None else [])], api_name=False)
     timer.tick(on_tick, name, [progress, timer], api_name=False, show_progress="hidden")

@@ -22,14 +22,14 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def studio(tmp_path_factory):
-    """The whole app, in-process, on a fresh data dir."""
-    from app import build_app
+    """The whole app, in-process, on a fresh data dir, launched with what app.py serves."""
+    from app import build_app, launch_kwargs
 
     data = tmp_path_factory.mktemp("studio-data")
     demo = build_app(data)
     port = free_port()
     demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
-                        allowed_paths=[str(data)])
+                        **launch_kwargs(data))
     yield {"url": f"http://127.0.0.1:{port}", "services": demo.services, "data": data}
     demo.close()
 

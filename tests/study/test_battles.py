@@ -181,6 +181,8 @@ def test_attention_checks_use_identical_or_shuffled_clips_and_flag_careless_vote
             assert receipt.attention_check
             kinds[(receipt.attention_failed, careful)] += 1
     assert kinds[(True, True)] == 0 and kinds[(False, False)] == 0
-    summary = {e["evaluator"]: e for e in evaluator_summary(load_votes(engine, "s1"), 2)}
+    # min_vote_ms=0: this test votes the instant a pair is dealt; only the attention checks are judged.
+    summary = {e["evaluator"]: e for e in evaluator_summary(load_votes(engine, "s1"), 2, min_vote_ms=0)}
     assert summary["anon:careless"]["careless"] and not summary["anon:careful"]["careless"]
+    assert summary["anon:careless"]["flags"] == "failed attention checks"
     assert {v["kind"] for v in load_votes(engine, "s1")} == {"attention_identical", "attention_shuffled"}

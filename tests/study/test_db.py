@@ -155,3 +155,74 @@ def test_concurrent_threads_lose_and_duplicate_no_vote(engine, data_dir):
     assert len(keys) == len(set(keys)) == 16 * 6
     assert set(keys) == {(b, e) for b, e, _ in acknowledged}
     assert sum(recorded for _, _, recorded in acknowledged) == len(stored)  # the retries were not counted
+
+
+BACKUP_COMMANDS = {
+    # The README's commands (study section), run as the README gives them.
+    "python": lambda src, dst: [sys.executable, "-c", "import sqlite3; s, d = sqlite3.connect(%r), "
+                                "sqlite3.connect(%r); s.backup(d); d.close(); s.close()" % (str(src), str(dst))],
+    "sqlite3-cli": lambda src, dst: ["sqlite3", str(src), f".backup '{dst}'"],
+}
+
+
+@pytest.mark.parametrize("tool", sorted(BACKUP_COMMANDS))
+def test_an_online_backup_taken_while_votes_arrive_loses_nothing(engine, data_dir, ready_study, tool, tmp_path):
+    """Votes keep arriving from 4 threads while 3 backups are taken from another process: each
+    backup is a sound database holding every vote acknowledged before it started, and the live
+    database still holds every acknowledged vote afterwards."""
+    import shutil
+    import sqlite3
+    import time
+
+    if tool == "sqlite3-cli" and shutil.which("sqlite3") is None:
+        pytest.skip("the sqlite3 command-line tool is not installed")
+    acknowledged: list[tuple[int, str]] = []
+    lock, stop, errors = threading.Lock(), threading.Event(), []
+
+    def voter(worker: int) -> None:
+        try:
+            for n in range(10_000):  # bounded; `stop` ends it first
+                if stop.is_set():
+                    return
+                evaluator = f"anon:backup-{worker}-{n // 6}"  # 6 pairs each
+                view = next_battle(engine, data_dir, ready_study, evaluator)
+                receipt = submit_vote(engine, view.battle_id, evaluator, {"overall": "left"}, "test")
+                with lock:
+                    acknowledged.append((receipt.battle_id, evaluator))
+        except BaseException as exc:  # noqa: BLE001 — reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=voter, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    backups: list[tuple[Path, set]] = []
+    try:
+        for i in range(3):
+            deadline = time.monotonic() + 60
+            while len(acknowledged) < 10 * (i + 1) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            with lock:
+                before = set(acknowledged)
+            target = tmp_path / f"backup-{i}.db"
+            proc = subprocess.run(BACKUP_COMMANDS[tool](data_dir / "studio.db", target), capture_output=True,
+                                  text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            backups.append((target, before))
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    for target, before in backups:
+        alone = tmp_path / "alone" / target.name  # the backup file by itself, no -wal beside it
+        alone.parent.mkdir(exist_ok=True)
+        shutil.copyfile(target, alone)
+        with sqlite3.connect(alone) as conn:
+            assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            stored = set(conn.execute("SELECT battle_id, evaluator_id FROM votes").fetchall())
+        assert before <= stored and len(before) >= 10
+    engine.dispose()
+    reopened = make_engine(data_dir=data_dir)
+    live = {(v["battle_id"], v["evaluator"]) for v in load_votes(reopened, ready_study)}
+    assert live == set(acknowledged) and len(live) == len(acknowledged)
+    reopened.dispose()

@@ -20,6 +20,7 @@ from studio.study.stats import (
     fig_evaluators,
     fig_outcomes,
     fig_win_rates,
+    headline_text,
     metric_vote_agreement,
     pairwise,
     position_bias,
@@ -30,11 +31,12 @@ from studio.study.stats import (
 
 
 def vote(left: str, right: str, overall: str, prompt_id: int = 0, category: str = "static", evaluator: str = "e",
-         seed: int = 0, kind: str = "pair", **answers) -> dict:
+         seed: int = 0, kind: str = "pair", time_to_vote_ms: int = 5000, **answers) -> dict:
+    """One vote dict as `load_votes` returns it; 5 s to vote, as a person who watched both clips."""
     return {"left_system": left, "right_system": right, "answer_overall": overall, "prompt_id": prompt_id,
             "prompt": f"p{prompt_id}", "seed": seed, "category": category, "evaluator": evaluator, "kind": kind,
             "answer_camera": answers.get("camera"), "answer_3d_consistency": answers.get("consistency"),
-            "attention_failed": answers.get("failed"), "time_to_vote_ms": 1000}
+            "attention_failed": answers.get("failed"), "time_to_vote_ms": time_to_vote_ms}
 
 
 def test_wilson_interval_known_values():
@@ -157,3 +159,84 @@ def test_export_round_trip(tmp_path):
         rows = list(csv.DictReader(f))
     assert [r["vote_id"] for r in rows] == ["0", "1", "2"] and list(rows[0]) == list(VOTE_FIELDS)
     assert json.loads(json_path.read_text()) == votes
+
+
+def two_system_votes(tuned_share: float = 0.7, n: int = 200, seed: int = 3) -> list[dict]:
+    """baseline vs tuned, left/right randomised, tuned preferred in `tuned_share` of the votes."""
+    rng = np.random.default_rng(seed)
+    votes = []
+    for i in range(n):
+        tuned_wins = rng.random() < tuned_share
+        left, right = ("tuned", "baseline") if rng.random() < 0.5 else ("baseline", "tuned")
+        answer = "left" if (left == "tuned") == tuned_wins else "right"
+        votes.append(vote(left, right, answer, prompt_id=i % 10, evaluator=f"e{i % 4}"))
+    return votes
+
+
+def test_bradley_terry_is_shown_for_two_systems_with_its_ci():
+    votes = two_system_votes()
+    summary = summarize(votes, ["baseline", "tuned"], n_boot=100, n_boot_bt=100)
+    overall = {r["system"]: r for r in summary["bradley_terry"] if r["criterion"] == "overall"}
+    assert set(overall) == {"baseline", "tuned"}
+    wins = next(r for r in summary["pairwise"] if r["criterion"] == "overall")
+    gap = overall["tuned"]["theta"] - overall["baseline"]["theta"]
+    assert gap == pytest.approx(math.log((wins["wins_b"] + 0.1) / (wins["wins_a"] + 0.1)), abs=1e-6)
+    assert overall["tuned"]["boot_low"] < overall["tuned"]["theta"] < overall["tuned"]["boot_high"]
+    assert overall["tuned"]["boot_low"] > 0  # tuned is clearly ahead
+    assert fig_bradley_terry(summary).data
+
+
+def test_the_headline_shows_the_tuned_systems_win_rate_and_names_it():
+    summary = summarize(two_system_votes(0.7), ["baseline", "tuned"], n_boot=100, n_boot_bt=10)
+    overall = next(r for r in summary["pairwise"] if r["criterion"] == "overall")
+    tuned_rate = overall["wins_b"] / (overall["wins_a"] + overall["wins_b"])
+    assert tuned_rate > 0.6
+    fig = fig_win_rates(summary)
+    (bar,) = fig.data
+    assert "tuned wins vs baseline" == bar.name and fig.layout.showlegend
+    y = dict(zip(bar.x, bar.y))
+    assert y["overall"] == pytest.approx(tuned_rate)
+    assert "tuned" in fig.layout.title.text and "win rate" == fig.layout.yaxis.title.text
+    low, high = y["overall"] - bar.error_y.arrayminus[list(bar.x).index("overall")], \
+        y["overall"] + bar.error_y.array[list(bar.x).index("overall")]
+    assert low == pytest.approx(1 - overall["ci_high"]) and high == pytest.approx(1 - overall["ci_low"])
+    (headline,) = summary["headline"]
+    assert (headline["system"], headline["against"]) == ("tuned", "baseline")
+    assert headline_text(summary).startswith(f"**tuned** wins {100 * tuned_rate:.0f} % of decisive overall votes "
+                                             "against **baseline**")
+    names = {t.name for t in fig_outcomes(summary).data}
+    assert {"tuned better", "baseline better"} <= names
+    (category_bar,) = fig_categories(summary).data
+    assert category_bar.name == "tuned wins vs baseline" and category_bar.y[0] == pytest.approx(tuned_rate)
+
+
+def test_evaluator_chart_shows_failed_checks_in_red_and_passed_in_green():
+    votes = two_system_votes(n=20)
+    votes.append(vote("baseline", "baseline", "left", kind="attention_identical", evaluator="e0", failed=True))
+    votes.append(vote("baseline", "baseline", "both_good", kind="attention_identical", evaluator="e1", failed=False))
+    colours = {t.name: t.marker.color for t in fig_evaluators(summarize(votes, ["baseline", "tuned"], n_boot=10,
+                                                                       n_boot_bt=10)).data}
+    assert colours["checks failed"] == "#d62728" and colours["checks passed"] == "#2ca02c"
+
+
+def test_one_sided_and_too_fast_evaluators_are_flagged_and_can_be_excluded():
+    from scipy.stats import binomtest
+
+    votes = two_system_votes(n=120)  # e0..e3, honest
+    rng = np.random.default_rng(5)
+    for i in range(17):  # always left, whatever the systems
+        left, right = ("tuned", "baseline") if rng.random() < 0.5 else ("baseline", "tuned")
+        votes.append(vote(left, right, "left", prompt_id=i % 10, evaluator="always-left"))
+    for i in range(10):  # an API script: votes 0.2 s after the pair arrives
+        votes.append(vote("baseline", "tuned", rng.choice(["left", "right"]), prompt_id=i, evaluator="bot",
+                          time_to_vote_ms=200))
+    summary = summarize(votes, ["baseline", "tuned"], n_boot=10, n_boot_bt=10)
+    rows = {e["evaluator"]: e for e in summary["evaluators"]}
+    assert rows["always-left"]["side_p_value"] == pytest.approx(binomtest(17, 17, 0.5).pvalue)
+    assert rows["always-left"]["side_p_value"] == pytest.approx(1.5e-5, rel=0.05)
+    assert rows["always-left"]["careless"] and rows["always-left"]["flags"] == "picks left"
+    assert rows["always-left"]["attention_failures"] == 0  # flagged without failing a check
+    assert rows["bot"]["careless"] and rows["bot"]["flags"] == "too fast" and rows["bot"]["fast_votes"] == 10
+    assert not any(rows[f"e{i}"]["careless"] for i in range(4))
+    excluded = summarize(votes, ["baseline", "tuned"], n_boot=10, n_boot_bt=10, exclude_careless=True)
+    assert excluded["excluded_careless"] == ["always-left", "bot"] and excluded["n_votes_used"] == 120
