@@ -10,9 +10,6 @@ of 4 frames), 8× in space, ``z_dim`` = 16 channels. A 17×64×64 clip becomes (
   principal components (one basis for frame 0, one for the groups), then every channel is
   standardised with its own mean and std (per stream: frame 0 / groups). The flow model
   therefore sees latents with unit spread per channel, like Wan's normalised VAE latents.
-  ``latent_norm="global"`` divides all channels of a stream by one scale instead (unit mean
-  variance), keeping the PCA spectrum: with wide latents (64 channels) per-channel
-  normalisation blows the faint high-order components up to the same weight as the main ones.
 - Decoder: the exact linear inverse (PCA reconstruction, ``decode_linear``), plus a learned
   residual. Two kinds (``decoder_type``):
   - ``"refiner"``: a small full-resolution conv net that sees the linear frame, the
@@ -26,14 +23,6 @@ of 4 frames), 8× in space, ``z_dim`` = 16 channels. A 17×64×64 clip becomes (
     noise and the generator's own latents, paired with the renders they came from
     (``training/pretrain_generator.py decoder``).
   With the last layer at zero either is the linear codec exactly.
-- ``encoder_type="conv"``: no PCA at all — a learned convolutional encoder (each latent frame's
-  video frames stacked on channels, ×2 downsampling stages to the grid, a 3D conv across latent
-  frames) gives a Gaussian posterior per latent element, and the "upsample" decoder (required)
-  maps latents back on its own. Trained end to end as a small VAE (reconstruction + a light KL
-  term, ``training/pretrain_generator.py vae``): the same grid and channel count as the PCA
-  codec, but the encoder can spend its 16 numbers per cell on what the judge needs (an object's
-  outline) instead of a patch's largest-variance directions. ``fit`` then only measures the
-  latent statistics used to normalise.
 
 Pixels are float in [-1, 1], video tensors (B, 3, F, H, W) — the diffusers VAE convention, so
 ``decode(z).sample`` means the same thing for ``AutoencoderKLWan`` and ``TinyWorldCodec``.
@@ -99,34 +88,6 @@ class _UpsampleDecoder(nn.Module):
         return self.out(F.gelu(x))
 
 
-class _ConvEncoder(nn.Module):
-    """Video -> Gaussian posterior (mean, log-variance) on the latent grid."""
-
-    def __init__(self, z_dim: int, frames_per_group: int, levels: int, channels: list[int]):
-        super().__init__()
-        self.stem = nn.Conv2d(3 * frames_per_group + 1, channels[0], 3, padding=1)
-        self.downs = nn.ModuleList()
-        self.blocks = nn.ModuleList()
-        for i in range(levels):
-            cin, cout = channels[min(i, len(channels) - 1)], channels[min(i + 1, len(channels) - 1)]
-            self.downs.append(nn.Conv2d(cin, cout, 4, stride=2, padding=1))
-            self.blocks.append(_ResBlock(cout))
-        c = channels[min(levels, len(channels) - 1)]
-        self.mix = nn.Conv3d(c, c, 3, padding=1)
-        self.out = nn.Conv3d(c, 2 * z_dim, 1)
-
-    def forward(self, groups: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """groups (B, T, 3·r + 1, H, W) -> mean, logvar (B, z_dim, T, h, w)."""
-        b, t = groups.shape[:2]
-        x = self.stem(groups.reshape(b * t, *groups.shape[2:]))
-        for down, block in zip(self.downs, self.blocks):
-            x = block(down(F.gelu(x)))
-        x = x.reshape(b, t, *x.shape[1:]).permute(0, 2, 1, 3, 4)  # (B, c, T, h, w)
-        x = self.out(F.gelu(x + self.mix(F.gelu(x))))
-        mean, logvar = x.chunk(2, dim=1)
-        return mean, logvar.clamp(-12.0, 6.0)
-
-
 class TinyWorldCodec(ModelMixin, ConfigMixin):
     """Linear PCA latent codec with a learned decoder residual (see the module docstring)."""
 
@@ -140,19 +101,10 @@ class TinyWorldCodec(ModelMixin, ConfigMixin):
         refiner_blocks: int = 2,
         decoder_type: str = "refiner",
         decoder_channels: tuple[int, ...] = (128, 64, 32, 16),
-        latent_norm: str = "channel",
-        encoder_type: str = "pca",
-        encoder_channels: tuple[int, ...] = (32, 64, 128, 128),
     ):
         super().__init__()
         if decoder_type not in ("refiner", "upsample"):
             raise ValueError(f"decoder_type must be 'refiner' or 'upsample', got {decoder_type!r}")
-        if encoder_type not in ("pca", "conv"):
-            raise ValueError(f"encoder_type must be 'pca' or 'conv', got {encoder_type!r}")
-        if encoder_type == "conv" and decoder_type != "upsample":
-            raise ValueError("encoder_type='conv' has no linear part to refine: it needs decoder_type='upsample'")
-        if latent_norm not in ("channel", "global"):
-            raise ValueError(f"latent_norm must be 'channel' or 'global', got {latent_norm!r}")
         p, r = scale_factor_spatial, scale_factor_temporal
         d0, d1 = 3 * p * p, r * 3 * p * p
         # PCA bases and latent statistics: buffers, fitted by `fit`, saved with the weights.
@@ -167,8 +119,6 @@ class TinyWorldCodec(ModelMixin, ConfigMixin):
             if 2**levels != p:
                 raise ValueError(f"the upsample decoder needs a power-of-two spatial factor, got {p}")
             self.decoder = _UpsampleDecoder(z_dim, r + 1, levels, list(decoder_channels))
-            if encoder_type == "conv":
-                self.encoder = _ConvEncoder(z_dim, r, levels, list(encoder_channels))
         else:
             c = refiner_channels
             self.refiner_in = nn.Conv2d(3 + z_dim + r + 1, c, 3, padding=1)
@@ -199,54 +149,9 @@ class TinyWorldCodec(ModelMixin, ConfigMixin):
         return torch.cat([f0, fr], dim=2)
 
     # ----------------------------------------------------------------- fit
-    @property
-    def learned_encoder(self) -> bool:
-        return self.config.encoder_type == "conv"
-
-    def _groups(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, 3, F, H, W) -> (B, T, 3·r + 1, H, W): each latent frame's video frames on channels
-        (frame 0 repeated r times) and a channel that marks the first latent frame."""
-        r = self.config.scale_factor_temporal
-        b, c, f, hh, ww = video.shape
-        first = video[:, :, :1].expand(b, c, r, hh, ww)
-        rest = video[:, :, 1:].reshape(b, c, (f - 1) // r, r, hh, ww).permute(0, 2, 1, 3, 4, 5)
-        g = torch.cat([first[:, None], rest], dim=1).reshape(b, -1, c * r, hh, ww)
-        flag = torch.zeros(b, g.shape[1], 1, hh, ww, dtype=g.dtype, device=g.device)
-        flag[:, 0] = 1.0
-        return torch.cat([g, flag], dim=2)
-
-    def posterior(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Learned encoder only: un-normalised posterior mean and log-variance (B, z_dim, T, h, w)."""
-        if not self.learned_encoder:
-            raise ValueError("posterior() needs encoder_type='conv'")
-        return self.encoder(self._groups(video.float()))
-
-    def _stats(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Latent mean and std broadcastable to (B, C, T, h, w): frame 0's stream, then the groups'."""
-        pick = torch.tensor([0] + [1] * (t - 1), device=self.latent_mean.device)
-        return self.latent_mean[pick].T[None, :, :, None, None], self.latent_std[pick].T[None, :, :, None, None]
-
-    def _normalise(self, z: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(z.shape[2])
-        return (z - mean) / std
-
-    def _denormalise(self, z: torch.Tensor) -> torch.Tensor:
-        mean, std = self._stats(z.shape[2])
-        return z * std + mean
-
     @torch.no_grad()
     def fit(self, video: torch.Tensor) -> None:
-        """Fit the PCA bases and latent statistics on clips (N, 3, F, H, W) in [-1, 1]; with the
-        learned encoder, only the statistics of its posterior means."""
-        if self.learned_encoder:
-            z = torch.cat([self.posterior(video[s : s + 64])[0] for s in range(0, len(video), 64)])
-            z0, z1 = z[:, :, 0].transpose(0, 1).reshape(self.config.z_dim, -1), z[:, :, 1:].transpose(0, 1).reshape(self.config.z_dim, -1)
-            self.latent_mean.copy_(torch.stack([z0.mean(1), z1.mean(1)]))
-            std = torch.stack([z0.std(1), z1.std(1)])
-            if self.config.latent_norm == "global":
-                std = std.pow(2).mean(1, keepdim=True).sqrt().expand_as(std).clone()
-            self.latent_std.copy_(std)
-            return
+        """Fit the PCA bases and latent statistics on clips (N, 3, F, H, W) in [-1, 1]."""
         first, rest = self._patchify(video.float())
         for x, mean_name, basis_name in ((first, "mean_first", "basis_first"), (rest, "mean_group", "basis_group")):
             x = x.reshape(-1, x.shape[-1]).double()
@@ -259,18 +164,11 @@ class TinyWorldCodec(ModelMixin, ConfigMixin):
         z0 = (first - self.mean_first) @ self.basis_first.T
         z1 = (rest - self.mean_group) @ self.basis_group.T
         self.latent_mean.copy_(torch.stack([z0.reshape(-1, self.config.z_dim).mean(0), z1.reshape(-1, self.config.z_dim).mean(0)]))
-        std = torch.stack([z0.reshape(-1, self.config.z_dim).std(0), z1.reshape(-1, self.config.z_dim).std(0)])
-        if self.config.latent_norm == "global":
-            # One scale per stream (unit mean variance): the PCA spectrum survives, so the flow
-            # model's errors on the faint high-order components stay faint in pixels.
-            std = std.pow(2).mean(1, keepdim=True).sqrt().expand_as(std).clone()
-        self.latent_std.copy_(std)
+        self.latent_std.copy_(torch.stack([z0.reshape(-1, self.config.z_dim).std(0), z1.reshape(-1, self.config.z_dim).std(0)]))
 
     # ----------------------------------------------------------------- codec
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """(B, 3, F, H, W) in [-1, 1] -> normalised latents (B, z_dim, T, h, w), T = (F-1)/4 + 1."""
-        if self.learned_encoder:
-            return self._normalise(self.posterior(video)[0])
         first, rest = self._patchify(video.float())
         z0 = ((first - self.mean_first) @ self.basis_first.T - self.latent_mean[0]) / self.latent_std[0]
         z1 = ((rest - self.mean_group) @ self.basis_group.T - self.latent_mean[1]) / self.latent_std[1]
@@ -278,12 +176,7 @@ class TinyWorldCodec(ModelMixin, ConfigMixin):
         return z.permute(0, 4, 1, 2, 3).contiguous()
 
     def decode_linear(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalised latents (B, C, T, h, w) -> PCA reconstruction (B, 3, F, H, W); zeros (mid-grey)
-        with the learned encoder, whose decoder works alone."""
-        if self.learned_encoder:
-            p, r = self.config.scale_factor_spatial, self.config.scale_factor_temporal
-            b, _, t, h, w = z.shape
-            return torch.zeros(b, 3, 1 + (t - 1) * r, h * p, w * p, dtype=torch.float32, device=z.device)
+        """Normalised latents (B, C, T, h, w) -> PCA reconstruction (B, 3, F, H, W)."""
         z = z.float().permute(0, 2, 3, 4, 1)  # (B, T, h, w, C)
         first = (z[:, 0] * self.latent_std[0] + self.latent_mean[0]) @ self.basis_first + self.mean_first
         rest = (z[:, 1:] * self.latent_std[1] + self.latent_mean[1]) @ self.basis_group + self.mean_group
@@ -304,8 +197,7 @@ class TinyWorldCodec(ModelMixin, ConfigMixin):
         if self.config.decoder_type == "upsample":
             onehot = F.one_hot(phase, r + 1).float()[None, :, :, None, None]
             onehot = onehot.expand(b, f, r + 1, hh // p, ww // p).reshape(b * f, r + 1, hh // p, ww // p)
-            zin = self._denormalise(z.float()) if self.learned_encoder else z.float()
-            out = lin + self.decoder(zin, group, onehot, lin)
+            out = lin + self.decoder(z.float(), group, onehot, lin)
             return out.reshape(b, f, 3, hh, ww).permute(0, 2, 1, 3, 4)
         z_frames = z.float()[:, :, group]  # (B, C, F, h, w)
         z_up = F.interpolate(z_frames.permute(0, 2, 1, 3, 4).reshape(b * f, -1, hh // p, ww // p), scale_factor=p, mode="nearest")

@@ -329,65 +329,6 @@ def test_upsample_decoder_starts_linear_decodes_frame_subsets_and_round_trips(tm
         TinyWorldCodec(decoder_type="gan")
 
 
-def test_learned_encoder_codec_normalises_its_latents_decodes_frame_subsets_and_round_trips(tmp_path):
-    """encoder_type='conv': a posterior per latent element, latents normalised by fitted
-    statistics (the decoder sees them un-normalised), no linear part, save/load exact."""
-    from studio.codec import TinyWorldCodec
-
-    torch.manual_seed(0)
-    codec = TinyWorldCodec(z_dim=4, decoder_type="upsample", encoder_type="conv",
-                           decoder_channels=(16, 8, 8, 8), encoder_channels=(8, 8, 16, 16))
-    video = torch.rand(6, 3, 9, 32, 32) * 2 - 1
-    mean, logvar = codec.posterior(video)
-    assert mean.shape == logvar.shape == (6, 4, 3, 4, 4)
-    codec.fit(video)
-    z = codec.encode(video)
-    torch.testing.assert_close(z[:, :, 1:].mean(dim=(0, 2, 3, 4)), torch.zeros(4), atol=1e-4, rtol=0)
-    torch.testing.assert_close(z[:, :, 0].std(dim=(0, 2, 3)), torch.ones(4), atol=0.02, rtol=0)
-    torch.testing.assert_close(codec._denormalise(z), mean, atol=1e-5, rtol=1e-5)
-    assert torch.count_nonzero(codec.decode_linear(z)) == 0  # nothing linear to refine
-    with torch.no_grad():
-        codec.decoder.out.weight.normal_(0, 0.05)
-    full = codec.decode(z).sample
-    assert full.shape == (6, 3, 9, 32, 32)
-    frames = torch.tensor([0, 4, 5])
-    part = codec.refine(z, codec.decode_linear(z)[:, :, frames], frames)
-    torch.testing.assert_close(part, full[:, :, frames], atol=1e-5, rtol=1e-5)
-    # Every latent frame reads its own video frames: changing the last group changes its latent.
-    changed = video.clone()
-    changed[:, :, 5:] = -changed[:, :, 5:]
-    z2 = codec.encode(changed)
-    assert not torch.allclose(z2[:, :, 2], z[:, :, 2])
-    codec.save_pretrained(tmp_path / "vae")
-    loaded = TinyWorldCodec.from_pretrained(tmp_path / "vae")
-    torch.testing.assert_close(loaded.encode(video), z)
-    torch.testing.assert_close(loaded.decode(z).sample, full)
-    with pytest.raises(ValueError, match="needs decoder_type='upsample'"):
-        TinyWorldCodec(encoder_type="conv")
-    with pytest.raises(ValueError, match="posterior"):
-        TinyWorldCodec().posterior(video)
-
-
-def test_global_latent_norm_keeps_the_pca_spectrum_and_still_round_trips():
-    from studio.codec import TinyWorldCodec
-
-    g = torch.Generator().manual_seed(0)
-    pattern = torch.randn(1, 3, 5, 8, 8, generator=g).repeat(1, 1, 1, 2, 2)  # one direction in every patch
-    video = 0.6 * torch.randn(8, 1, 1, 1, 1, generator=g) * pattern + 0.2 * torch.randn(8, 3, 5, 16, 16, generator=g)
-    per_channel, global_ = TinyWorldCodec(z_dim=4), TinyWorldCodec(z_dim=4, latent_norm="global")
-    per_channel.fit(video)
-    global_.fit(video)
-    z_c, z_g = per_channel.encode(video), global_.encode(video)
-    std_c = z_c[:, :, 1:].std(dim=(0, 2, 3, 4))  # group stream, per channel
-    std_g = z_g[:, :, 1:].std(dim=(0, 2, 3, 4))
-    torch.testing.assert_close(std_c, torch.ones(4), atol=0.02, rtol=0.02)
-    assert std_g[0] > 1.2 * std_g[-1]  # spectrum kept, largest first
-    assert float(std_g.pow(2).mean()) == pytest.approx(1.0, rel=0.02)
-    torch.testing.assert_close(global_.encode(global_.decode_linear(z_g)), z_g, atol=1e-3, rtol=1e-3)
-    with pytest.raises(ValueError, match="latent_norm"):
-        TinyWorldCodec(latent_norm="none")
-
-
 def test_codec_round_trip_of_the_eval_gives_uint8_clips_close_to_the_input():
     """eval_generator's codec ceiling: renders through the pipeline's own codec and back."""
     from diffusers import FlowMatchEulerDiscreteScheduler
@@ -425,32 +366,6 @@ def test_generated_latents_keep_the_render_layout_and_are_seeded():
     # Started at sigma <= 0.7, the result stays correlated with its own render latent.
     corr = [float(np.corrcoef(a[i].flatten(), z0[i].flatten())[0, 1]) for i in range(3)]
     assert min(corr) > 0.2, corr
-
-
-def test_vae_stage_trains_a_learned_codec_that_the_codec_stage_encodes_with(tmp_path):
-    """pretrain_generator vae -> codec_vae (weights, statistics, held-out PSNR); then codec
-    --codec-from encodes the training latents with it on the generator's grid."""
-    import json
-
-    from studio.codec import TinyWorldCodec
-    from training.pretrain_generator import PretrainConfig, fit_codec, train_vae
-
-    rng = np.random.default_rng(0)
-    base = rng.integers(0, 256, (10, 1, 64, 64, 3)).astype(np.float32)
-    clips = np.clip(base + rng.normal(0, 10, (10, 17, 64, 64, 3)), 0, 255).astype(np.uint8)
-    (tmp_path / "data").mkdir()
-    np.save(tmp_path / "data" / "clips.npy", clips)
-    cfg = PretrainConfig(data_dir=str(tmp_path / "data"), run_dir=str(tmp_path / "run"), vae_minutes=0.02,
-                         vae_clips=2, decoder_frames=2, threads=1)
-    msg = train_vae(cfg)
-    assert msg["vae_steps"] >= 1 and np.isfinite(msg["psnr_db"]) and msg["posterior_std_over_latent_std"] > 0
-    info = json.loads((tmp_path / "run" / "codec_vae" / "train_info.json").read_text())
-    assert info["config"]["vae_kl"] == cfg.vae_kl
-    assert (tmp_path / "run" / "vae_log.jsonl").is_file()
-    fit_codec(PretrainConfig(**{**cfg.__dict__, "codec_from": str(tmp_path / "run" / "codec_vae")}))
-    latents = np.load(tmp_path / "data" / "latents.npy")
-    assert latents.shape == (10, 16, 5, 8, 8)
-    assert TinyWorldCodec.from_pretrained(tmp_path / "data" / "codec").config.encoder_type == "conv"
 
 
 def test_a_16x16_latent_grid_with_4x4_transformer_patches_runs_end_to_end(tmp_path):

@@ -17,10 +17,6 @@ Stages, each a subcommand, all seeded and restartable from the files the previou
              trained on render latents with noise and on the generator's own latents (renders
              noised part-way and denoised by the generator), each paired with its render; the
              PCA latent space stays, so the generator and its LoRAs are untouched
-    vae      train a learned latent codec instead of the PCA one (``TinyWorldCodec(encoder_type="conv")``:
-             a conv encoder and the "upsample" decoder, end to end with a light KL term) on the
-             rendered clips -> runs/generator/codec_vae; ``codec --codec-from runs/generator/codec_vae``
-             then encodes the training latents with it (same grid, same 16 channels)
     export   assemble a WorldPipeline (studio.pipelines) and save_pretrained -> assets/generator/
 
     python -m training.pretrain_generator all --minutes 45
@@ -72,16 +68,10 @@ class PretrainConfig:
     # latent codec
     z_dim: int = 16
     # pixels per latent cell: 8 is the shipped 8x8 grid; 4 gives a 16x16 grid, whose PCA keeps
-    # shape far better at the same numbers per clip (scripts/codec_ceiling.py --scale-spatial 4)
+    # shape far better at the same numbers per clip (docs/generator.md: codec ceilings)
     codec_scale_spatial: int = 8
     codec_fit_clips: int = 2000  # clips used to fit the PCA bases
-    codec_latent_norm: str = "channel"  # "channel" (each PCA channel to unit std) or "global" (one scale per stream)
-    codec_from: str = ""  # a trained codec folder (e.g. the vae stage's) to encode with instead of fitting PCA
-    # learned codec (the vae stage)
-    vae_minutes: float = 20.0
-    vae_clips: int = 8  # clips per step (encoded whole; decoder_frames of each decoded)
-    vae_lr: float = 1e-3
-    vae_kl: float = 2e-4  # weight of the KL term (per latent element) against the per-pixel loss
+    codec_from: str = ""  # a fitted codec folder (e.g. a pipeline's vae/) to encode with instead of fitting PCA
     # text encoder (tiny UMT5) and tokenizer
     max_sequence_length: int = 64  # text tokens (words)
     text_dim: int = 64
@@ -181,11 +171,10 @@ def fit_codec(cfg: PretrainConfig) -> None:
     data = cfg.path("data")
     clips = np.load(data / "clips.npy", mmap_mode="r")
     t0 = time.time()
-    if cfg.codec_from:  # a trained codec (the vae stage): its latent statistics are already fitted
+    if cfg.codec_from:  # a fitted codec: the same latent space as the model trained on it
         codec = TinyWorldCodec.from_pretrained(cfg.codec_from).eval()
     else:
-        codec = TinyWorldCodec(z_dim=cfg.z_dim, latent_norm=cfg.codec_latent_norm,
-                               scale_factor_spatial=cfg.codec_scale_spatial)
+        codec = TinyWorldCodec(z_dim=cfg.z_dim, scale_factor_spatial=cfg.codec_scale_spatial)
         rng = np.random.default_rng(cfg.seed)
         fit_idx = np.sort(rng.choice(len(clips), size=min(cfg.codec_fit_clips, len(clips)), replace=False))
         codec.fit(TinyWorldCodec.frames_to_video(np.asarray(clips[fit_idx])))
@@ -600,68 +589,6 @@ def train_decoder(cfg: PretrainConfig) -> dict:
     return msg
 
 
-# ------------------------------------------------------------------------------------ vae
-def train_vae(cfg: PretrainConfig) -> dict:
-    """Train ``TinyWorldCodec(encoder_type="conv")`` end to end on the rendered clips; save it with
-    its latent statistics to runs/.../codec_vae. Returns the held-out PSNR and posterior figures."""
-    import torch
-
-    from studio.codec import TinyWorldCodec
-
-    torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed + 7)
-    data, run = cfg.path("data"), cfg.path("run")
-    run.mkdir(parents=True, exist_ok=True)
-    clips = np.load(data / "clips.npy", mmap_mode="r")
-    n_val = min(200, len(clips) // 5)  # the last clips: held out
-    n_train = len(clips) - n_val
-    codec = TinyWorldCodec(z_dim=cfg.z_dim, decoder_type="upsample", encoder_type="conv",
-                           latent_norm=cfg.codec_latent_norm, scale_factor_spatial=cfg.codec_scale_spatial)
-    params = list(codec.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.vae_lr, weight_decay=0.0)
-    rng = np.random.default_rng([cfg.seed, 7])
-    log = open(run / "vae_log.jsonl", "a")
-    t0, step, total = time.time(), 0, cfg.vae_minutes * 60
-    while time.time() - t0 < total:
-        idx = np.sort(rng.choice(n_train, size=min(cfg.vae_clips, n_train), replace=False))
-        video = TinyWorldCodec.frames_to_video(np.asarray(clips[idx]))
-        frames = torch.from_numpy(np.sort(rng.choice(cfg.num_frames, size=cfg.decoder_frames, replace=False)))
-        mean, logvar = codec.posterior(video)
-        z = mean + torch.randn_like(mean) * (0.5 * logvar).exp()
-        out = codec.refine(z, torch.zeros_like(video[:, :, frames]), frames)
-        rec = _decoder_loss(out, video[:, :, frames])
-        kl = 0.5 * (mean.pow(2) + logvar.exp() - 1.0 - logvar).mean()
-        loss = rec + cfg.vae_kl * kl
-        lr = _timed_step(opt, params, loss, cfg.vae_lr, step, (time.time() - t0) / total)
-        step += 1
-        if step % 20 == 0:
-            log.write(json.dumps({"step": step, "loss": loss.item(), "rec": rec.item(), "kl": kl.item(), "lr": lr,
-                                  "elapsed_s": round(time.time() - t0, 1)}) + "\n")
-            log.flush()
-        if step % 200 == 0:
-            print(f"vae step {step} rec {rec.item():.4f} kl {kl.item():.3f} {(time.time() - t0) / 60:.1f} min", flush=True)
-    codec.eval()
-    with torch.no_grad():
-        fit_idx = np.sort(rng.choice(n_train, size=min(cfg.codec_fit_clips, n_train, 1000), replace=False))
-        codec.fit(TinyWorldCodec.frames_to_video(np.asarray(clips[fit_idx])))
-        video = TinyWorldCodec.frames_to_video(np.asarray(clips[n_train : n_train + 64]))
-        z = codec.encode(video)
-        rec = codec.decode(z).sample.clamp(-1, 1)  # posterior mean, as the generator's latents are encoded
-        noisy = codec.decode(z + 0.1 * torch.randn_like(z)).sample.clamp(-1, 1)
-        psnr = lambda a: 10 * math.log10(4.0 / ((a - video) ** 2).mean().item())  # noqa: E731
-        logvar = codec.posterior(video)[1]
-    msg = {"vae_steps": step, "train_minutes": round((time.time() - t0) / 60, 1), "psnr_db": round(psnr(rec), 2),
-           "psnr_latent_noise_0.1_db": round(psnr(noisy), 2),
-           "posterior_std_over_latent_std": round(float(((0.5 * logvar).exp() / codec.latent_std[1][None, :, None, None, None]).mean()), 4)}
-    print(json.dumps(msg), flush=True)
-    log.write(json.dumps(msg) + "\n")
-    log.close()
-    codec.save_pretrained(run / "codec_vae")
-    (run / "codec_vae" / "train_info.json").write_text(json.dumps({**msg, "config": asdict(cfg)}, indent=2) + "\n")
-    return msg
-
-
-# ------------------------------------------------------------------------------------ export
 def export(cfg: PretrainConfig, tag: str = "final") -> None:
     """assets/generator <- the tagged EMA checkpoint with the refined codec (if trained)."""
     from safetensors.torch import load_file
@@ -680,7 +607,7 @@ def export(cfg: PretrainConfig, tag: str = "final") -> None:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("stage", choices=["render", "codec", "train", "refiner", "decoder", "vae", "export", "all"])
+    ap.add_argument("stage", choices=["render", "codec", "train", "refiner", "decoder", "export", "all"])
     ap.add_argument("--tag", default="final", help="checkpoint tag for export")
     for f in fields(PretrainConfig):
         flag = f"--{f.name.replace('_', '-')}"
@@ -705,8 +632,6 @@ def main(argv: list[str] | None = None) -> None:
             train_refiner(cfg)
         elif stage == "decoder":
             train_decoder(cfg)
-        elif stage == "vae":
-            train_vae(cfg)
         elif stage == "export":
             export(cfg, args.tag)
 

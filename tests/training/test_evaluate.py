@@ -1,4 +1,4 @@
-"""training/evaluate.py and training/noise_floor.py: bootstrap statistics against known cases, per-clip
+"""training/evaluate.py: bootstrap statistics against known cases, per-clip
 measures, and both CLIs end to end on tiny real components (the tiny WorldPipeline, a tiny LoRA, a
 tiny open_clip scorer, the "ground-truth" estimator fed with TinyWorld render depth)."""
 import json
@@ -9,7 +9,6 @@ import torch
 
 from tiny_pipeline import tiny_world_pipeline_dir
 from training import evaluate as E
-from training import noise_floor as NF
 
 PROMPTS = ["Camera move left. A red cube on a checkered floor.",
            "Camera push in. A blue sphere on a checkered floor.",
@@ -100,25 +99,6 @@ def test_clause_records_split_a_two_move_clause_and_find_the_missed_move():
     assert wrong["trajectory_error_move2_deg"] > 150.0
     assert set(E.clause_records(a, PROMPTS[0])) == {"trajectory_error_single_deg"}
     assert E.clause_records(a, "A red cube on a checkered floor.") == {}
-
-
-def test_wrong_moves_are_the_opposite_clause():
-    assert NF.wrong_moves(["orbit_left", "push_in"]) == ["orbit_right", "pull_out"]
-    assert NF.wrong_moves(["tilt_down", "fixed"]) == ["tilt_up", "fixed"]
-    assert NF.wrong_moves(NF.wrong_moves(["pan_right", "move_left"])) == ["pan_right", "move_left"]
-
-
-def test_trajectory_scores_on_a_ground_truth_render_prefer_the_right_clause():
-    from studio.geometry import analyze
-    from studio.tinyworld import render_clip
-
-    rc = render_clip(PROMPTS[0], num_frames=9, height=32, width=32, seed=0)
-    a = analyze(rc.frames, PROMPTS[0], estimator="ground-truth", depth=rc.depth, K=rc.K, clip_scorer=None)
-    right, wrong = NF.trajectory_scores(a, ["move_left"]), NF.trajectory_scores(a, ["move_right"])
-    assert right["trajectory_error_deg"] < wrong["trajectory_error_deg"]
-    assert right["s_traj"] > wrong["s_traj"]
-    assert right["s_traj"] == pytest.approx(a.metrics["s_traj"])
-    assert NF.trajectory_scores(a, []) is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,35 +260,6 @@ def test_baseline_only_evaluation_reports_baseline_and_null_differences(model_di
     assert result["train_minutes"] == 7.0
     entry = result["metrics"]["recon_psnr"]
     assert np.isfinite(entry["baseline"]) and entry["tuned"] is None and entry["diff"] is None and entry["ci"] is None
-
-
-def test_noise_floor_end_to_end(model_dir, tmp_path, with_scorer):
-    out = tmp_path / "nf"
-    argv = ["--model", str(model_dir), "--prompts", _prompt_file(tmp_path / "p.jsonl", PROMPTS[:2]), "--n-prompts", "2",
-            "--scene-seeds", "0", "1", "--seeds", "0", "--estimator", "ground-truth", "--scorer", with_scorer,
-            "--out", str(out), "--cache", str(tmp_path / "cache"), "--n-boot", "200", "--threads", "1"]
-    assert NF.main(argv) == 0
-    res = json.loads(out.with_suffix(".json").read_text())
-    assert res["conditions"] == list(NF.CONDITIONS) and res["n_prompts"] == 2 and res["clip_size"] == [5, 32, 32]
-    for m in ("depth_consistency_l1", "recon_psnr", "trajectory_error_deg", "wrong_trajectory_error_deg", "clip_score"):
-        for c in NF.CONDITIONS:
-            assert np.isfinite(res["metrics"][m][c]["mean"]), (m, c)
-    gt = res["metrics"]
-    # exact depth on exact renders: the right clause beats the wrong one on every clip
-    assert gt["traj_right_closer"]["render_gt_depth"]["mean"] == 1.0
-    assert gt["trajectory_error_deg"]["render_gt_depth"]["mean"] < gt["wrong_trajectory_error_deg"]["render_gt_depth"]["mean"]
-    assert set(res["paired"]) == {"base-render", "base-codec"}
-    assert "| metric | render_gt_depth | render | codec | base |" in out.with_suffix(".md").read_text()
-
-
-def test_codec_roundtrip_keeps_the_clip_shape(model_dir):
-    from studio.pipelines import load_pipeline
-    from studio.tinyworld import render_clip
-
-    pipe = load_pipeline(str(model_dir), device="cpu", cache=False)
-    frames = render_clip(PROMPTS[1], num_frames=5, height=32, width=32).frames
-    out = NF.codec_roundtrip(pipe, frames)
-    assert out.shape == frames.shape and out.dtype == np.uint8
 
 
 def test_load_rows_from_the_tinyworld_corpus_and_prompt_files(tmp_path):
