@@ -58,8 +58,12 @@ def launch_kwargs(data_dir: str | Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="World-R1 Studio")
-    ap.add_argument("--host", default=os.environ.get("STUDIO_HOST", "127.0.0.1"))
-    ap.add_argument("--port", type=int, default=int(os.environ.get("STUDIO_PORT", os.environ.get("PORT", 7860))))
+    env = os.environ.get
+    # Gradio's own variables (what Spaces and Docker users set) count as well as the studio's.
+    ap.add_argument("--host", default=env("STUDIO_HOST") or env("GRADIO_SERVER_NAME") or "127.0.0.1")
+    port = env("STUDIO_PORT") or env("GRADIO_SERVER_PORT") or env("PORT")
+    ap.add_argument("--port", type=int, default=int(port) if port else None,
+                    help="default: 7860, or the next free port when a second studio already uses it")
     ap.add_argument("--data-dir", default=os.environ.get("STUDIO_DATA_DIR", "data"))
     args = ap.parse_args(argv)
     # The studio's own INFO lines (one per refused request, studio.errors) and everyone's warnings.
