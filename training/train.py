@@ -283,9 +283,12 @@ def write_lora(out_dir: Path, transformer, ema) -> None:
     from diffusers.loaders import WanLoraLoaderMixin
     from peft import get_peft_model_state_dict
 
+    from studio.pipelines import base_fingerprint, stamp_lora  # imports diffusers
+
     with ema.swapped_in() if ema is not None else contextlib.nullcontext():
         lora_sd = {k: v.detach().cpu().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
     WanLoraLoaderMixin.save_lora_weights(str(out_dir), transformer_lora_layers=lora_sd, weight_name=LORA_WEIGHT_NAME)
+    stamp_lora(Path(out_dir) / LORA_WEIGHT_NAME, base_fingerprint(transformer))  # the base it fits, checked on load
 
 
 def replace_dir(tmp: Path, final: Path) -> None:
