@@ -490,8 +490,8 @@ def fig_win_rates(summary: dict):
     fig.add_hline(y=0.5, line_dash="dot", annotation_text="no preference", annotation_position="bottom right")
     title = ("Win rate against the reference" if len(by_pair) != 1 else
              "How often {} wins against {}".format(*next(iter(by_pair))))
-    fig.update_layout(title=f"{title} (decisive votes, Wilson 95 % CI)", showlegend=True,
-                      legend=dict(orientation="h", y=-0.2), yaxis=dict(range=[0, 1], title="win rate"),
+    fig.update_layout(title=title, showlegend=True, legend=dict(orientation="h", y=-0.2),
+                      yaxis=dict(range=[0, 1], title="win rate (decisive votes, 95 % CI)"),
                       barmode="group", height=380)
     return fig
 

@@ -148,6 +148,9 @@ def test_api_responses_carry_no_server_path_and_clips_have_opaque_names(studio, 
     results = client.predict(study, False, "", api_name="/ab_results")
     for response in (again, receipt, results):
         assert_no_server_path(json.dumps(response), data)
+    for page in ("config", "gradio_api/info"):
+        status, body = get(base, page)
+        assert status == 200 and str(data).encode() not in body
 
 
 @pytest.mark.parametrize(("endpoint", "args", "status", "message"), [

@@ -196,7 +196,8 @@ def test_the_headline_shows_the_tuned_systems_win_rate_and_names_it():
     assert "tuned wins vs baseline" == bar.name and fig.layout.showlegend
     y = dict(zip(bar.x, bar.y))
     assert y["overall"] == pytest.approx(tuned_rate)
-    assert "tuned" in fig.layout.title.text and "win rate" == fig.layout.yaxis.title.text
+    assert fig.layout.title.text == "How often tuned wins against baseline"
+    assert fig.layout.yaxis.title.text.startswith("win rate")
     low, high = y["overall"] - bar.error_y.arrayminus[list(bar.x).index("overall")], \
         y["overall"] + bar.error_y.array[list(bar.x).index("overall")]
     assert low == pytest.approx(1 - overall["ci_high"]) and high == pytest.approx(1 - overall["ci_low"])
