@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     service = StudyService(data_dir=args.data_dir)
     demo = build_standalone_app(service)
     demo.queue(default_concurrency_limit=8).launch(
-        server_name=args.host, server_port=args.port, show_error=True,
+        server_name=args.host, server_port=args.port,
         **launch_options(service.data_dir, css=STUDY_CSS),
     )
 

@@ -231,3 +231,16 @@ def test_ab_clips_are_served_opaque_and_crisp_and_voting_opens_once_both_played(
     vote.click()
     page.wait_for_selector("text=Left was")
     page.wait_for_selector("text=1/10 votes")
+
+
+def test_an_internal_error_is_a_500_without_its_details(studio, study, monkeypatch):
+    service = studio["services"].study
+    data = studio["data"].resolve()
+
+    def broken(*args, **kwargs):
+        raise RuntimeError(f"disk I/O error at {data / 'studio.db'}")
+
+    monkeypatch.setattr(service, "next_battle", broken)
+    got, payload = post(studio["url"], "ab_next", [study, "api:unlucky"])
+    assert got == 500 and payload.get("error") is None
+    assert_no_server_path(json.dumps(payload), data)
