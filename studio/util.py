@@ -38,3 +38,11 @@ def atomic_write_text(path: Path | str, text: str) -> Path:
 
 def atomic_write_json(path: Path | str, obj) -> Path:
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def served_folder(name: str) -> Path:
+    """A folder of its own inside Gradio's upload folder (GRADIO_TEMP_DIR, else <tmp>/gradio, as
+    gradio.utils.get_upload_folder computes it): Gradio serves files there without `allowed_paths`
+    and hands them out under their own names. Only media a page shows goes in it."""
+    root = os.environ.get("GRADIO_TEMP_DIR") or str((Path(tempfile.gettempdir()) / "gradio").resolve())
+    return Path(root) / name

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from studio.util import served_folder
+
 
 def write_mp4(frames: np.ndarray, path: Path, fps: float = 8.0) -> None:
     """Write uint8 (F, H, W, 3) frames; H and W should be multiples of 16 (h264 macroblocks)."""
@@ -84,8 +86,7 @@ def default_served_dir() -> Path:
     its bytes, which would tell an API client that the two sides of an identical-clips check,
     or two battles, show the same clip.
     """
-    root = os.environ.get("GRADIO_TEMP_DIR") or str((Path(tempfile.gettempdir()) / "gradio").resolve())
-    return Path(root) / "study-media"
+    return served_folder("study-media")
 
 
 def load_or_create_key(path: Path) -> bytes:

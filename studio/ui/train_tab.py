@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import gradio as gr
 
+from studio.pipelines import lora_display_name
 from studio.plots import curves_figure
 from studio.training_service import CURVES, TrainingService
+from studio.util import served_folder
 
 COLUMNS = ["name", "status", "preset", "step", "reward (raw)", "started", "checkpoints"]
 # The log box is replaced every tick; scroll it to its newest line whenever its text changed.
@@ -20,6 +25,24 @@ SCROLL_LOG_JS = """
 CONFIRM_DELETE_JS = """
 (run, pw) => [run && confirm(`Delete run ${run} with its checkpoints, samples and log? This cannot be undone.`) ? run : "", pw]
 """
+
+
+def slot_name(path: str | None) -> str:
+    return lora_display_name(path) if path else "(none)"
+
+
+def publish_samples(run: str, samples: list[str]) -> list[str]:
+    """Copies of a run's newest sample clips in a served folder of their own: the runs folder is never
+    served (it may sit in the data dir on a Space's /data), and a copy is made once per clip."""
+    out_dir = served_folder("train-samples") / run
+    out = []
+    for src in map(Path, samples):
+        dst = out_dir / f"{src.parent.name}-{src.name}"
+        if not dst.exists() or dst.stat().st_mtime < src.stat().st_mtime:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+        out.append(str(dst))
+    return out
 
 
 def table_rows(rows: list[dict]) -> list[list]:
@@ -79,7 +102,7 @@ def build_train_tab(service: TrainingService) -> None:
             with gr.Row():
                 checkpoint = gr.Dropdown([], label="Checkpoint (best on validation first)", scale=3)
                 use = gr.Button("Load into tuned slot", variant="secondary", scale=1)
-            slot = gr.Textbox(label="Tuned slot", value=lambda: service.tuned_lora() or "(none)", interactive=False)
+            slot = gr.Textbox(label="Tuned slot", value=lambda: slot_name(service.tuned_lora()), interactive=False)
     with gr.Row():
         reward_plot = gr.Plot(label="Rewards (raw component means; the weighted raw sum)")
         policy_plot = gr.Plot(label="KL and clipping")
@@ -126,14 +149,16 @@ def build_train_tab(service: TrainingService) -> None:
             return rows, gr.Dropdown(choices=names), None, None, "", [], gr.Dropdown(choices=[]), seen_now
         try:
             st = service.status(run)
-            choices = service.checkpoint_choices(run)
+            run_dir = service.jobs.run_dir(run)
+            # Values are paths inside the run, never server paths (they reach the page and the API).
+            choices = [(label, str(Path(path).relative_to(run_dir))) for label, path in service.checkpoint_choices(run)]
         except (KeyError, ValueError) as e:
             return rows, gr.Dropdown(choices=names), None, None, str(e), [], gr.Dropdown(choices=[]), seen_now
         log_text = st["log"]
         if st["error"]:
             log_text += f"\n\n>>> {st['state']['status']}: {st['error']}"
         return (rows, gr.Dropdown(choices=names, value=run), curves_figure(st["metrics"], CURVES["rewards"], "Rewards"),
-                curves_figure(st["metrics"], CURVES["policy"], "Policy"), log_text, st["samples"],
+                curves_figure(st["metrics"], CURVES["policy"], "Policy"), log_text, publish_samples(run, st["samples"]),
                 gr.Dropdown(choices=choices, value=ckpt if ckpt in [c[1] for c in choices] else None), seen_now)
 
     def on_cancel(run, pw, profile: gr.OAuthProfile | None = None):
@@ -172,11 +197,13 @@ def build_train_tab(service: TrainingService) -> None:
     def on_use(run, ckpt, pw, profile: gr.OAuthProfile | None = None):
         _guard(pw, profile)
         try:
-            path = service.use_checkpoint(run, ckpt or None)
+            if ckpt and (Path(ckpt).is_absolute() or ".." in Path(ckpt).parts):
+                raise ValueError(f"checkpoint: {ckpt!r} is not one of run {run!r}'s checkpoints; pick one from the list")
+            path = service.use_checkpoint(run, str(service.jobs.run_dir(run) / ckpt) if ckpt else None)
         except (KeyError, ValueError) as e:
             raise gr.Error(str(e)) from None
-        gr.Info(f"Tuned slot now uses {path}; the Generate tab uses it from the next click")
-        return path
+        gr.Info(f"Tuned slot now uses {slot_name(path)}; the Generate tab uses it from the next click")
+        return slot_name(path)
 
     def on_preset(p, ex):
         cfg = get_preset(p)
@@ -211,9 +238,13 @@ def build_train_tab(service: TrainingService) -> None:
         if not name:
             return {"runs": service.runs()}
         try:
-            return service.status(name)
+            st = service.status(name)
+            run_dir = service.jobs.run_dir(name)
         except (KeyError, ValueError) as e:
             raise gr.Error(str(e)) from None
+        # Files as paths inside the run: the API answers with no server path.
+        return {**st, "checkpoints": [str(Path(p).relative_to(run_dir)) for p in st["checkpoints"]],
+                "samples": [str(Path(p).relative_to(run_dir)) for p in st["samples"]]}
 
     def train_cancel(name: str, password: str = "", profile: gr.OAuthProfile | None = None) -> dict:
         """Stop a run at its next safe point with a checkpoint; called again while it stops, force it."""

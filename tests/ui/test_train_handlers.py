@@ -2,6 +2,7 @@
 launch, the runs table (raw reward, queue place), failure notices, cancel/resume/delete messages,
 the time estimate, and the tab's own wiring called through its registered functions."""
 import json
+from pathlib import Path
 import re
 import sys
 import textwrap
@@ -234,3 +235,33 @@ def test_the_tab_builds_and_its_refresh_handler_reports_a_failure(svc):
     out = refresh("f", None, {"f": "running"})
     assert len(out) == 8 and out[-1] == {"f": "failed"}
     assert out[4].endswith(">>> failed: error: something broke")
+
+
+def test_the_tab_and_its_api_show_run_files_by_name_never_by_server_path(svc, tmp_path, monkeypatch):
+    import gradio as gr
+
+    from studio.ui.train_tab import build_train_tab
+
+    monkeypatch.setenv("GRADIO_TEMP_DIR", str(tmp_path / "served"))
+    run = fake_run(svc, "r")
+    ckpt = run / "checkpoints" / "checkpoint-000002"
+    ckpt.mkdir(parents=True)
+    (ckpt / "pytorch_lora_weights.safetensors").write_bytes(b"x")
+    sample = run / "samples" / "epoch-0002" / "clip-0.mp4"
+    sample.parent.mkdir(parents=True)
+    sample.write_bytes(b"mp4")
+    with gr.Blocks() as demo:
+        build_train_tab(svc)
+    fns = {getattr(f.fn, "__name__", ""): f.fn for f in demo.fns.values()}
+    out = fns["on_refresh"]("r", None, None)
+    choices = out[6]["choices"] if isinstance(out[6], dict) else out[6].choices
+    assert [value for _, value in choices] == ["checkpoints/checkpoint-000002/pytorch_lora_weights.safetensors"]
+    served = [Path(p) for p in out[5]]  # the gallery's clips: copies in a served folder of their own
+    assert served == [tmp_path / "served" / "train-samples" / "r" / "epoch-0002-clip-0.mp4"] and served[0].read_bytes() == b"mp4"
+    status = fns["train_status"]("r")
+    assert status["checkpoints"] == ["checkpoints/checkpoint-000002/pytorch_lora_weights.safetensors"]
+    assert status["samples"] == ["samples/epoch-0002/clip-0.mp4"]
+    assert str(tmp_path) not in json.dumps(status)
+    assert fns["on_use"]("r", "checkpoints/checkpoint-000002/pytorch_lora_weights.safetensors", "") == "r/checkpoints/checkpoint-000002"
+    with pytest.raises(gr.Error, match="not one of run"):
+        fns["on_use"]("r", "../../etc/passwd", "")
