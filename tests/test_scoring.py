@@ -130,10 +130,10 @@ def test_positives_matrix_and_loss():
 
 
 def _single_object_frames(split: str, n: int):
-    from training.pretrain_depth import _render_job, split_rows
+    from training.pretrain_depth import render_job, split_rows
 
     rows = [r for r in split_rows(split) if len(r["scene"]["objects"]) == 1][:n]
-    return [_render_job((r["prompt"], r["scene"], 64, 4, 0)) for r in rows]
+    return [render_job((r["prompt"], r["scene"], 64, 4, 0)) for r in rows]
 
 
 def test_shipped_tinyworld_clip_meets_target():

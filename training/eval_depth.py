@@ -60,13 +60,13 @@ def heldout_clips(num_clips: int, size: int, split: str = "test", closeup: bool 
     closeup=True: the same scenes with the camera pushing in (pretrain_depth.closeup_moves), frames
     8-16 only, where the camera is nearest the objects.
     """
-    from training.pretrain_depth import CLOSEUP_FIRST_FRAME, _render_job, closeup_scene, split_rows
+    from training.pretrain_depth import CLOSEUP_FIRST_FRAME, render_job, closeup_scene, split_rows
 
     rows = split_rows(split)[:num_clips]
     if closeup:
-        return [_render_job((r["prompt"], closeup_scene(r["scene"], k), size, 1, CLOSEUP_FIRST_FRAME))
+        return [render_job((r["prompt"], closeup_scene(r["scene"], k), size, 1, CLOSEUP_FIRST_FRAME))
                 for k, r in enumerate(rows)]
-    return [_render_job((r["prompt"], r["scene"], size, 1, 0)) for r in rows]
+    return [render_job((r["prompt"], r["scene"], size, 1, 0)) for r in rows]
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -106,11 +106,11 @@ def seams(clips) -> dict[str, float]:
 
 
 def candidate_sequences(length: int) -> list[tuple[str, ...]]:
-    from studio.tinyworld.corpus import _OPPOSITE, SINGLE_MOVES
+    from studio.tinyworld.corpus import OPPOSITE, SINGLE_MOVES
 
     if length == 1:
         return [(m,) for m in SINGLE_MOVES]
-    return [s for s in itertools.permutations(SINGLE_MOVES, length) if all(_OPPOSITE[a] != b for a, b in zip(s, s[1:]))]
+    return [s for s in itertools.permutations(SINGLE_MOVES, length) if all(OPPOSITE[a] != b for a, b in zip(s, s[1:]))]
 
 
 def move_match(c2w: np.ndarray, moves: list[str], focus: float) -> tuple[bool, bool]:

@@ -69,7 +69,7 @@ def split_rows(split: str) -> list[dict]:
     return load_split(split)
 
 
-def _render_job(job: tuple[str, dict, int, int, int]) -> dict:
+def render_job(job: tuple[str, dict, int, int, int]) -> dict:
     """(prompt, scene, size, stride, first frame) -> the kept frames, depth and instances of one clip."""
     import warnings
 
@@ -137,9 +137,9 @@ def render_dataset(split: str, start: int, num_clips: int, size: int, data_dir: 
         import multiprocessing as mp
 
         with mp.get_context("fork").Pool(workers) as pool:
-            results = pool.map(_render_job, jobs, chunksize=16)
+            results = pool.map(render_job, jobs, chunksize=16)
     else:
-        results = [_render_job(j) for j in jobs]
+        results = [render_job(j) for j in jobs]
     out = {k: np.stack([r[k] for r in results]) for k in ("frames", "depth", "instance")}
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, **out)

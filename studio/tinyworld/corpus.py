@@ -39,9 +39,10 @@ HELD_OUT_SEQUENCES: frozenset[tuple[str, ...]] = frozenset({
     ("orbit_left", "push_in"), ("pan_right", "pull_out"), ("move_left", "tilt_up"),
     ("orbit_right", "pan_left"), ("push_in", "move_right"),
 })
-_OPPOSITE = {"push_in": "pull_out", "move_left": "move_right", "orbit_left": "orbit_right",
-             "pan_left": "pan_right", "tilt_up": "tilt_down"}
-_OPPOSITE.update({v: k for k, v in _OPPOSITE.items()})
+# Each camera move and the move that undoes it (a sequence never has a move followed by its opposite).
+OPPOSITE = {"push_in": "pull_out", "move_left": "move_right", "orbit_left": "orbit_right",
+            "pan_left": "pan_right", "tilt_up": "tilt_down"}
+OPPOSITE.update({v: k for k, v in OPPOSITE.items()})
 
 GROUND_PHRASES = {"checker": ["checkered floor", "checkerboard floor", "chequered ground"],
                   "stripes": ["striped floor", "striped ground", "stripy floor"],
@@ -112,7 +113,7 @@ def sample_moves(rng: np.random.Generator, allow_held_out: bool = False) -> list
     while True:
         n = 1 if rng.uniform() < 0.5 else 2
         moves = [SINGLE_MOVES[int(i)] for i in rng.choice(len(SINGLE_MOVES), size=n, replace=False)]
-        if n == 2 and _OPPOSITE[moves[0]] == moves[1]:
+        if n == 2 and OPPOSITE[moves[0]] == moves[1]:
             continue
         if allow_held_out or tuple(moves) not in HELD_OUT_SEQUENCES:
             return moves
