@@ -3,7 +3,7 @@
     python -m training.train --preset tinyworld-cpu --out runs/NAME [key=value ...]
     python -m training.train --out runs/NAME --resume [key=value ...]        # continue exactly
     python -m training.train --out runs/NAME --resume-from runs/NAME/checkpoints/checkpoint-000010
-    accelerate launch -m training.train --preset world-r1-small --out runs/NAME
+    accelerate launch --multi_gpu --num_processes 8 -m training.train --preset world-r1-small --out runs/NAME
 
 SIGINT or SIGTERM (Ctrl-C, Cancel in the studio) stops at the next safe point with a checkpoint;
 a second one aborts without saving the current epoch (see StopFlag).
@@ -694,10 +694,12 @@ def train(
                         cond, uncond = pipe.encode_prompt(prompts, cfg.guidance_scale)
                         uncond = _per_sample(uncond, B)
                         latents = pipe.prepare_latents(prompts, seeds, cfg.num_frames, cfg.height, cfg.width, camera_init=cfg.camera_init)
-                        sde_seed = int(np.random.SeedSequence([cfg.seed, epoch, r, rank]).generate_state(1)[0])
-                        sde_gen = torch.Generator(device=latents.device).manual_seed(sde_seed)
+                        # One SDE generator per item, seeded by its place in the round: the same noise
+                        # however the round is split across processes.
+                        sde_gens = [torch.Generator(device=latents.device).manual_seed(sde_seed(cfg.seed, epoch, r, i))
+                                    for i in range(rank * B, (rank + 1) * B)]
                         ro = flow_grpo.rollout(
-                            velocity_fn(cond, uncond), latents, sigmas, steps, cfg.noise_level, sde_gen,
+                            velocity_fn(cond, uncond), latents, sigmas, steps, cfg.noise_level, sde_gens,
                             camera_injector(pipe, latents, prompts, seeds, cfg),
                         )
                     t1 = time.perf_counter()
@@ -746,7 +748,7 @@ def train(
                 adv = flow_grpo.compute_advantages(total, glob["group_ids"].astype(np.int64), cfg.global_std, cfg.adv_clip_max)
                 n_local = len(local["group_ids"])
                 advantages = adv.values[rank * n_local : (rank + 1) * n_local]
-                keep = ~adv.zero_std[rank * n_local : (rank + 1) * n_local] if cfg.drop_zero_std else torch.ones(n_local, dtype=torch.bool)
+                keep = ~adv.zero_std if cfg.drop_zero_std else torch.ones(len(total), dtype=torch.bool)
 
                 reward_log = {"phase": phase, "frac_3d": float(use_3d_all.mean()), "zero_std_ratio": adv.zero_std_ratio}
                 reward_log.update(_stats("reward/total", total))
@@ -765,14 +767,21 @@ def train(
                     "uncond": torch.cat([b["uncond"] for b in batches]) if batches[0]["uncond"] is not None else None,
                     "advantages": advantages.to(device),
                 }
-                order = torch.randperm(n_local, generator=epoch_gen)
-                order = order[keep[order]]
+                # One permutation of the whole epoch's samples (numbered as in the plan, whatever the
+                # process count) cut into optimizer steps; each process works on its own items of a step.
+                # Terms are weighted per item of the step and summed over processes, so P processes
+                # take the same step as one.
+                gathered_pos = gathered_positions(n_local, accelerator.num_processes, B)
+                order = torch.randperm(len(gathered_pos), generator=epoch_gen)
+                order = order[keep[gathered_pos[order]]]
                 step_records = []
                 for chunk in torch.tensor_split(order, cfg.steps_per_epoch):
-                    micro = [m for m in torch.split(chunk, cfg.train_batch_size) if len(m)]
+                    pos = gathered_pos[chunk]
+                    mine = pos[pos // n_local == rank] % n_local
+                    micro = [m for m in torch.split(mine, cfg.train_batch_size) if len(m)]
                     sums = dict.fromkeys(("loss", "policy_loss", "kl", "approx_kl", "clip_frac", "ratio_mean"), 0.0)
-                    n_terms = max(len(micro) * len(steps), 1)
                     for idx in micro:
+                        weight = len(idx) / (len(chunk) * len(steps))
                         cond, uncond = data["cond"][idx], data["uncond"][idx] if data["uncond"] is not None else None
                         for j, k in enumerate(steps):
                             terms = step_loss(
@@ -780,16 +789,16 @@ def train(
                                 data["next_latents"][idx, j], data["log_probs"][idx, j], data["advantages"][idx],
                                 cond, uncond, accelerator.autocast,
                             )
-                            (terms.loss / n_terms).backward()
+                            (terms.loss * weight).backward()
                             for key in sums:
-                                sums[key] += float(getattr(terms, key).detach()) / n_terms
-                    # Gradients are averaged by hand: LoRA is small, and it keeps the policy callable
+                                sums[key] += float(getattr(terms, key).detach()) * weight
+                    # Gradients are summed by hand: LoRA is small, and it keeps the policy callable
                     # through the pipeline (no DDP wrapper in the way of predict_velocity).
-                    if accelerator.num_processes > 1:
+                    if accelerator.num_processes > 1 and len(chunk):
                         for p in params:
                             if p.grad is None:
                                 p.grad = torch.zeros_like(p)
-                            p.grad = accelerator.reduce(p.grad, reduction="mean")
+                            p.grad = accelerator.reduce(p.grad, reduction="sum")
                     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                     lr = cfg.lr * min(1.0, (global_step + 1) / cfg.warmup_steps) if cfg.warmup_steps > 0 else cfg.lr
                     for group in optimizer.param_groups:
@@ -799,7 +808,7 @@ def train(
                     if ema is not None:
                         ema.update()
                     global_step += 1
-                    sums = {k: float(_gather(accelerator, np.array([v])).mean()) for k, v in sums.items()}
+                    sums = {k: float(_gather(accelerator, np.array([v])).sum()) for k, v in sums.items()}
                     step_records.append(dict(step=global_step, epoch=epoch, lr=lr, grad_norm=grad_norm, **sums))
                 timing["train"] = time.perf_counter() - t0
 
@@ -808,7 +817,8 @@ def train(
                 epoch_seconds = time.perf_counter() - t_epoch
                 # A budget, not a target: stop when one more epoch like this one would pass it.
                 over_time = cfg.max_minutes > 0 and (elapsed + 2 * epoch_seconds) / 60.0 > cfg.max_minutes
-                stop_now = bool(_gather(accelerator, np.array([float(stop.requested)])).max() > 0)
+                # Every process leaves the loop at the same epoch: clocks and signals are agreed on.
+                stop_now, over_time = (bool(v > 0) for v in _gather(accelerator, np.array([[stop.requested, over_time]], dtype=float)).max(0))
                 finishing = last_epoch or over_time or stop_now
                 eval_record = None
                 # A cancelled run saves without its evaluation clips: stopping promptly comes first.
@@ -852,6 +862,22 @@ def train(
         pool.close()
         bar.close()
     return RunSummary(out_dir, epoch, global_step, last_ckpt, stopped, best)
+
+
+def sde_seed(seed: int, epoch: int, round_index: int, item: int) -> int:
+    """Seed of the SDE noise of one rollout item (its place in the round, not in a process's batch)."""
+    return int(np.random.SeedSequence([seed, epoch, round_index, item]).generate_state(1)[0])
+
+
+def gathered_positions(num_local: int, num_processes: int, batch_size: int):
+    """For each sample in plan order (round by round, as plan_epoch numbers them), its position in the
+    gathered arrays (process by process, each process's samples round by round)."""
+    import torch
+
+    plan = torch.arange(num_local * num_processes)
+    per_round = num_processes * batch_size
+    r, i = plan // per_round, plan % per_round
+    return (i // batch_size) * num_local + r * batch_size + i % batch_size
 
 
 def _gather(accelerator, values: np.ndarray) -> np.ndarray:
@@ -922,6 +948,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("aborted; the last checkpoint is kept", file=sys.stderr)
         return 130
+    if os.environ.get("RANK", "0") != "0":
+        return 0
     state = "stopped early" if summary.stopped_early else "done"
     print(f"{state}: {summary.epochs_done} epochs, {summary.global_step} steps; last checkpoint {summary.last_checkpoint}")
     return 0
