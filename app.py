@@ -18,6 +18,7 @@ def build_app(data_dir: str | Path = "data"):
     import gradio as gr
 
     from studio import __version__
+    from studio.errors import install as install_error_path
     from studio.services import Services
     from studio.ui.analyze_section import build_analyze_section
     from studio.ui.generate_tab import build_generate_tab
@@ -43,6 +44,7 @@ def build_app(data_dir: str | Path = "data"):
             build_train_tab(services.training)
         with gr.Tab("TinyWorld", id="tinyworld"):
             build_tinyworld_tab(services.data_dir)
+    install_error_path(demo)  # malformed payloads get a message too (studio.errors)
     demo.services = services
     return demo
 
@@ -73,8 +75,11 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["STUDIO_HOST"] = args.host
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     demo = build_app(args.data_dir)
+    from studio.uploads import MAX_UPLOAD_BYTES
+
+    # Gradio refuses a larger upload while it streams in, before it fills the disk.
     demo.queue(default_concurrency_limit=4).launch(server_name=args.host, server_port=args.port,
-                                                   **launch_kwargs(args.data_dir))
+                                                   max_file_size=MAX_UPLOAD_BYTES, **launch_kwargs(args.data_dir))
 
 
 if __name__ == "__main__":

@@ -55,6 +55,17 @@ def user_message(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _title(error: BaseException) -> str:
+    """The error's title, which studio.ui.serving turns into the HTTP status an API client sees."""
+    if isinstance(error, RequestTimeout | TimeoutError):
+        return "Timed out"
+    if isinstance(error, PermissionError):
+        return "Not allowed"
+    if isinstance(error, FileNotFoundError):
+        return "Not found"
+    return "Invalid input"
+
+
 def to_gradio_error(error: BaseException, what: str = "request"):
     """The gr.Error a handler raises for `error`; logs one INFO line (known) or one traceback (unknown)."""
     import gradio as gr
@@ -66,7 +77,7 @@ def to_gradio_error(error: BaseException, what: str = "request"):
     if isinstance(error, KNOWN_ERRORS):
         message = user_message(error)
         log.info("%s refused (%s): %s", what, type(error).__name__, message)
-        return gr.Error(message, print_exception=False)
+        return gr.Error(message, title=_title(error), print_exception=False)
     error_id = uuid.uuid4().hex[:10]
     log.error("%s failed [error id %s]", what, error_id, exc_info=error)
     return gr.Error(f"Something went wrong on our side ({type(error).__name__}, error id {error_id}). "
@@ -126,3 +137,30 @@ def handler(fn=None, *, timeout_s: float | None = None, what: str | None = None)
         return wrapper
 
     return deco(fn) if fn is not None else deco
+
+
+def install(demo) -> None:
+    """Route Gradio's own input errors through the error path too: a payload that cannot be read
+    (a malformed file object, a path the server did not receive, missing inputs) fails in Gradio's
+    preprocessing, before any handler runs, and reached the client as `{"error": null}` with a
+    traceback in the log. Now it is a gr.Error titled "Invalid input" saying what was wrong, and one
+    INFO line."""
+    import gradio as gr
+
+    original = demo.preprocess_data
+
+    async def preprocess_data(*args, **kwargs):
+        try:
+            return await original(*args, **kwargs)
+        except gr.Error as e:  # Gradio's own checks (a value past a slider's maximum): already a message
+            log.info("request refused before its handler: %s", e.message)
+            e.print_exception = False
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure to read the request's inputs
+            first = (str(e).strip().splitlines() or [type(e).__name__])
+            detail = " ".join(line.strip() for line in first[:2])[:300]
+            log.info("request refused before its handler (%s): %s", type(e).__name__, detail)
+            raise gr.Error(f"The request's inputs could not be read: {detail}", title="Invalid input",
+                           print_exception=False) from None
+
+    demo.preprocess_data = preprocess_data

@@ -153,14 +153,11 @@ class Clip:
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_mp4(self, path: str | Path, fps: int | None = None) -> Path:
-        """Write H.264 MP4 (diffusers' export_to_video through imageio-ffmpeg)."""
-        from diffusers.utils import export_to_video
-        from PIL import Image
+        """Write H.264 MP4 at the clip's size with the project's one writer (studio.video: in-process, no ffmpeg fork)."""
+        from studio.video import write_mp4
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
-        export_to_video([Image.fromarray(f) for f in self.frames], str(path), fps=fps or self.fps)
+        path = write_mp4(self.frames, path, fps=fps or self.fps, min_side=1)
         self.timings["mp4_s"] = time.perf_counter() - t0
         return path
 

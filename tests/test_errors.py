@@ -10,7 +10,7 @@ import time
 import gradio as gr
 import pytest
 
-from studio.errors import RequestTimeout, UserError, handler
+from studio.errors import RequestTimeout, UserError, handler, install
 
 
 def test_a_user_error_names_the_field_and_the_fix():
@@ -118,5 +118,33 @@ def test_through_a_live_server_a_user_error_reads_well_and_logs_no_traceback(cap
         error_id = re.search(r"error id ([0-9a-f]{10})", str(e.value)).group(1)
         logged = [r for r in caplog.records if r.exc_info]
         assert len(logged) == 1 and error_id in logged[0].getMessage()  # ... we logged one, with the id
+    finally:
+        demo.close()
+
+
+def test_a_malformed_payload_gets_a_message_not_error_null(capfd):
+    """Gradio reads the inputs before any handler runs; a payload it cannot read came back as
+    {"error": null} with a traceback in the log."""
+    import json
+    import urllib.request
+
+    with gr.Blocks() as demo:
+        f, out = gr.File(type="filepath"), gr.Textbox()
+        gr.Button().click(lambda x: "ok", f, out, api_name="take")
+    install(demo)
+    port = free_port()
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    url = f"http://127.0.0.1:{port}/gradio_api/call/take"
+    try:
+        for data, expected in (([12345], "FileData"), ([{"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}],
+                                                      "not uploaded by a user"), ([], "enough input values")):
+            req = urllib.request.Request(url, data=json.dumps({"data": data}).encode(),
+                                         headers={"Content-Type": "application/json"})
+            event_id = json.loads(urllib.request.urlopen(req, timeout=30).read())["event_id"]
+            text = urllib.request.urlopen(f"{url}/{event_id}", timeout=30).read().decode()
+            payload = json.loads(re.search(r"event: error\ndata: (.*)", text).group(1))
+            message = payload["error"] if isinstance(payload, dict) else payload
+            assert message and "could not be read" in message and expected in message, text
+        assert "Traceback" not in capfd.readouterr().err
     finally:
         demo.close()
