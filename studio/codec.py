@@ -68,7 +68,7 @@ class _UpsampleDecoder(nn.Module):
             last = i == levels - 1
             self.ups.append(nn.Conv2d(cin + (3 if last else 0), cout, 3, padding=1))
             self.up_blocks.append(_ResBlock(cout))
-        self.out = nn.Conv2d(channels[-1], 3, 3, padding=1)
+        self.out = nn.Conv2d(channels[min(levels, len(channels) - 1)], 3, 3, padding=1)  # the last stage's width
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
 

@@ -304,11 +304,12 @@ def test_codec_linear_round_trip_is_exact_on_its_own_span():
     torch.testing.assert_close(codec.decode(z).sample, codec.decode_linear(z))
 
 
-def test_upsample_decoder_starts_linear_decodes_frame_subsets_and_round_trips(tmp_path):
+@pytest.mark.parametrize("scale", [8, 4])  # the 8x8 and the 16x16 latent grid of a 64-px clip
+def test_upsample_decoder_starts_linear_decodes_frame_subsets_and_round_trips(tmp_path, scale):
     """The VAE-style decoder: identity residual at init, per-frame decoding, save/load exact."""
     from studio.codec import TinyWorldCodec
 
-    codec = TinyWorldCodec(z_dim=4, decoder_type="upsample", decoder_channels=(16, 8, 8, 8))
+    codec = TinyWorldCodec(z_dim=4, decoder_type="upsample", decoder_channels=(16, 12, 8, 6), scale_factor_spatial=scale)
     video = torch.rand(6, 3, 9, 32, 32) * 2 - 1
     codec.fit(video)
     z = codec.encode(video[:2])

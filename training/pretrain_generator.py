@@ -537,7 +537,20 @@ def train_decoder(cfg: PretrainConfig) -> dict:
         val_gen_idx = np.arange(n_train, len(clips))[:64]
         idx_all = np.concatenate([gen_idx, val_gen_idx])
         captions = [make_caption(scenes[i], rng, cfg.camera_prob) for i in idx_all]
-        z_gen_all = generated_latents(pipe, z0[idx_all], captions, cfg.decoder_steps, rng)
+        # The generator's latents cost most of the stage on a CPU: kept in the run folder for a rerun
+        # with the same generator, clips and settings.
+        from safetensors.torch import load_file, save_file
+
+        key = f"{gen_dir.resolve()}|{len(clips)}|{cfg.decoder_generated}|{cfg.decoder_steps}|{cfg.seed}"
+        cache = run / "generated_latents.safetensors"
+        cached = load_file(cache) if cache.exists() else {}
+        if cached and (run / "generated_latents.key").read_text() == key:
+            z_gen_all = cached["z"]
+        else:
+            # its own generator: the training batches below are the same with or without the cache
+            z_gen_all = generated_latents(pipe, z0[idx_all], captions, cfg.decoder_steps, np.random.default_rng([cfg.seed, 6]))
+            save_file({"z": z_gen_all.contiguous()}, cache)
+            (run / "generated_latents.key").write_text(key)
     z_gen, z_gen_val = z_gen_all[: len(gen_idx)], z_gen_all[len(gen_idx):]
     prep_s = time.time() - t0
     print(f"decoder data: {len(clips)} clips, {len(gen_idx)} generated latents in {prep_s:.0f} s", flush=True)
