@@ -326,6 +326,8 @@ def main() -> int:
             text = (work / "server.log").read_text(errors="replace")
             print(f"server log: {text.count('Traceback')} traceback(s), "
                   f"{len(re.findall(r'refused', text))} refused-request line(s)")
+            for line in re.findall(r".*studio\.worker.*", text)[:6]:
+                print(f"  {line}")
             for last in re.findall(r"Traceback \(most recent call last\):\n(?:[ \t].*\n)+(.*)", text)[:5]:
                 print(f"  {last}")
         wrong = [o for o in outcomes if o.wrong]

@@ -13,6 +13,7 @@ is raised again in the caller with the child's traceback attached as a note.
 
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import os
 import pickle
@@ -21,6 +22,8 @@ import time
 import traceback
 
 from studio.errors import RequestTimeout, UserError
+
+log = logging.getLogger("studio.worker")
 
 
 class WorkerMemoryError(UserError):
@@ -44,6 +47,18 @@ def _child(conn) -> None:
             except Exception:  # noqa: BLE001 - an exception that does not pickle
                 reply = ("error", RuntimeError(f"{type(e).__name__}: {e}"), tb)
         conn.send(reply)
+        del reply
+        _release_free_memory()
+
+
+def _release_free_memory() -> None:
+    """Hand freed heap pages back to the system between requests (glibc keeps them otherwise)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _rss_bytes(pid: int) -> int:
@@ -86,6 +101,7 @@ class Worker:
                     os.environ[k] = v
         child.close()
         self._conn, self._calls = parent, 0
+        log.info("%s worker started (pid %s)", self.name, self._proc.pid)
 
     def stop(self) -> None:
         """Kill the child (if any); the next call starts a fresh one."""
@@ -105,6 +121,9 @@ class Worker:
                                  fix="Try again in a minute")
         try:
             if self._proc is None or not self._proc.is_alive() or self._calls >= self.max_calls:
+                if self._proc is not None:
+                    log.info("%s worker %s replaced (alive: %s, calls: %d)", self.name, self._proc.pid,
+                             self._proc.is_alive(), self._calls)
                 self.stop()
                 self._start()
             self._calls += 1
