@@ -37,5 +37,5 @@ def test_both_sides_come_from_the_same_seed_and_differ_only_by_the_adapter(tmp_p
 def test_without_a_tuned_checkpoint_the_baseline_stands_alone_with_a_note(tmp_path):
     c = compare(PROMPT, out_dir=tmp_path, **SETTINGS)
     assert [s.label for s in c.sides] == ["baseline"]
-    assert any("No tuned checkpoint" in n for n in c.notes)
+    assert any("No tuned model in the slot" in n for n in c.notes)
     assert all(r[2] is None for r in c.table)
