@@ -1,8 +1,5 @@
-"""MP4 reading/writing for the study: attention-check copies, the clips a page is served, and a
-synthetic clip generator.
-
-Frames follow the project convention: uint8 (F, H, W, 3) RGB. Clips are written as
-h264/yuv420p with `+faststart`, which browsers (and gr.Video) play without conversion.
+"""The study's media: attention-check copies, the clips a page is served, and a synthetic clip
+generator. Video goes through studio.video (PyAV in-process, the project's one MP4 reader and writer).
 """
 
 from __future__ import annotations
@@ -18,39 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from studio.util import served_folder
-
-
-def write_mp4(frames: np.ndarray, path: Path, fps: float = 8.0) -> None:
-    """Write uint8 (F, H, W, 3) frames; H and W should be multiples of 16 (h264 macroblocks)."""
-    import imageio.v2 as imageio
-
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"expected uint8 frames of shape (F, H, W, 3), got {frames.dtype} {frames.shape}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = imageio.get_writer(
-        path, format="FFMPEG", mode="I", fps=fps, codec="libx264", pixelformat="yuv420p",
-        macro_block_size=16, ffmpeg_log_level="error", output_params=["-movflags", "+faststart"],
-    )
-    try:
-        for frame in frames:
-            writer.append_data(frame)
-    finally:
-        writer.close()
-
-
-def read_mp4(path: Path) -> tuple[np.ndarray, float]:
-    """Return (frames uint8 (F, H, W, 3), fps)."""
-    import imageio.v2 as imageio
-
-    reader = imageio.get_reader(Path(path), format="FFMPEG")
-    try:
-        fps = float(reader.get_meta_data().get("fps", 8.0))
-        frames = np.stack([np.asarray(f) for f in reader])
-    finally:
-        reader.close()
-    return frames, fps
+from studio.video import probe_video, read_mp4, write_mp4
 
 
 def shuffled_order(num_frames: int, seed: int) -> np.ndarray:
@@ -71,10 +36,8 @@ def shuffled_order(num_frames: int, seed: int) -> np.ndarray:
 
 def write_shuffled_copy(src: Path, dst: Path, seed: int) -> None:
     """Write `dst`: the frames of `src` in a shuffled order (same fps), atomically."""
-    frames, fps = read_mp4(src)
-    tmp = Path(dst).with_name(Path(dst).stem + ".partial.mp4")
-    write_mp4(frames[shuffled_order(len(frames), seed)], tmp, fps=fps)
-    os.replace(tmp, dst)
+    frames = read_mp4(src)
+    write_mp4(frames[shuffled_order(len(frames), seed)], dst, fps=probe_video(src).fps or 8.0)
 
 
 def default_served_dir() -> Path:

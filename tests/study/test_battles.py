@@ -23,7 +23,8 @@ from studio.study.battles import (
     start_pregeneration,
     submit_vote,
 )
-from studio.study.media import generate_synthetic, read_mp4
+from studio.study.media import generate_synthetic
+from studio.video import read_mp4
 from studio.study.stats import evaluator_summary
 
 
@@ -53,8 +54,8 @@ def test_pregeneration_caches_resumes_and_records_failures(engine, data_dir, spe
     assert not list(data_dir.rglob(".partial-*"))
     second = pregenerate(engine, data_dir, "s1", flaky)  # retries only the failed clip
     assert (second.ready, second.failed) == (12, 0) and len(calls) == 13
-    frames, _ = read_mp4(next(data_dir.rglob("*.mp4")))
-    assert frames.shape == (16, 32, 32, 3) and frames.dtype == np.uint8
+    frames = read_mp4(next(data_dir.rglob("*.mp4")))
+    assert frames.shape == (16, 256, 256, 3) and frames.dtype == np.uint8  # 32 px shown at 8x, crisp
     assert len(list(data_dir.rglob("*.mp4"))) == 12 + 2 * 6  # + shuffled copy and twin per first-system clip
 
 
@@ -149,7 +150,8 @@ def test_no_battle_when_every_pair_was_seen(engine, data_dir, ready_study):
 
 def square_x(frames: np.ndarray) -> np.ndarray:
     """Per frame, the centre column of the synthetic clip's square (differs from the corner)."""
-    rows = frames[:, 12:20].astype(np.float32)
+    h = frames.shape[1]  # the 32-px synthetic clip, shown at an integer scale
+    rows = frames[:, h * 12 // 32 : h * 20 // 32].astype(np.float32)
     off = np.abs(rows - frames[:, :1, :1].astype(np.float32)).sum(axis=3).mean(axis=1) > 40
     cols = np.arange(frames.shape[2])
     return (off * cols).sum(axis=1) / np.maximum(off.sum(axis=1), 1)
@@ -167,8 +169,8 @@ def test_attention_checks_use_identical_or_shuffled_clips_and_flag_careless_vote
             if Path(view.left_video).read_bytes() == Path(view.right_video).read_bytes():
                 answer = "both_good" if careful else "left"
             else:
-                left, _ = read_mp4(view.left_video)
-                right, _ = read_mp4(view.right_video)
+                left = read_mp4(view.left_video)
+                right = read_mp4(view.right_video)
                 # The shuffled copy has the same frames in another order.
                 means_l, means_r = left.mean(axis=(1, 2, 3)), right.mean(axis=(1, 2, 3))
                 assert np.allclose(np.sort(means_l), np.sort(means_r), atol=2)
