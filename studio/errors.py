@@ -45,13 +45,17 @@ class RequestTimeout(UserError):
     """The request ran past its time limit (it was stopped, or abandoned where it cannot be stopped)."""
 
 
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, TimeoutError)
+# LookupError: an id or name that names nothing (a study, a battle, a run), answered 404.
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, TimeoutError,
+                                                 LookupError)
 
 
 def user_message(error: BaseException) -> str:
     """The text a user sees for a known error (a missing file is named, not shown with its full path)."""
     if isinstance(error, FileNotFoundError) and error.filename:
         return f"file not found: {str(error.filename).rsplit('/', 1)[-1]}"
+    if isinstance(error, KeyError) and error.args:  # str(KeyError) quotes its message
+        return str(error.args[0])
     return str(error) or type(error).__name__
 
 
@@ -61,7 +65,7 @@ def _title(error: BaseException) -> str:
         return "Timed out"
     if isinstance(error, PermissionError):
         return "Not allowed"
-    if isinstance(error, FileNotFoundError):
+    if isinstance(error, FileNotFoundError | LookupError):
         return "Not found"
     return "Invalid input"
 

@@ -24,27 +24,13 @@ from studio.study.db import DB_FILENAME
 from studio.study.service import MEDIA_KEY_FILENAME
 
 # Gradio answers every error of POST /gradio_api/run/<name> with 500. Handlers raise user errors
-# through `user_error`, whose title survives into the error payload; `UserErrorStatus` turns that
-# title into the 4xx a client should see. Anything else stays a 500.
-STATUS_BY_TITLE = {"Invalid input": 400, "Not allowed": 403, "Not found": 404}
-
-
-def user_error(exc: BaseException):
-    """gr.Error for a ValueError (400), PermissionError (403) or KeyError/LookupError (404)."""
-    import gradio as gr
-
-    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-    if isinstance(exc, PermissionError):
-        title = "Not allowed"
-    elif isinstance(exc, LookupError):
-        title = "Not found"
-    else:
-        title = "Invalid input"
-    return gr.Error(str(message), title=title, print_exception=False)
+# through studio.errors (the one error path), whose titles survive into the error payload;
+# `UserErrorStatus` turns a title into the 4xx (or 504) a client should see. Anything else stays a 500.
+STATUS_BY_TITLE = {"Invalid input": 400, "Not allowed": 403, "Not found": 404, "Timed out": 504}
 
 
 class UserErrorStatus:
-    """ASGI middleware: a 500 from /gradio_api/run/... whose payload carries a `user_error` title
+    """ASGI middleware: a 500 from /gradio_api/run/... whose payload carries a studio.errors title
     is sent with that title's status instead (the body is unchanged)."""
 
     def __init__(self, app) -> None:
