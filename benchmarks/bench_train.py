@@ -5,9 +5,9 @@
 Rewards run in a worker thread while the next batch rolls out, so the table shows both the
 reward compute time (in the worker) and how long the main thread actually waited for it; the
 difference is the reward time hidden behind rollouts. With the shipped TinyWorld generator, CLIP
-scorer and geometry engine present it times the real thing; otherwise it says so and uses a
-stand-in of the same size (a random 4.8 M-parameter Wan transformer with the TinyWorld latent
-shape, a linear decoder and a numpy phase-correlation camera reward).
+scorer and geometry engine present it times the real thing; otherwise (or with --stand-in) it says
+so and uses a stand-in of the same size: the TinyWorld generator's architecture with random weights
+(training.standin) and a numpy phase-correlation camera reward.
 """
 from __future__ import annotations
 
@@ -79,15 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     real, missing = _real_parts_available()
     pipeline = rewards = None
     if args.stand_in or not real:
-        sys.path.insert(0, str(REPO / "tests" / "training"))
-        from tiny_pipeline import TinyPipeline
-
         from training.rewards import RewardSet
+        from training.standin import random_generator
 
         print(f"stand-in model and reward ({'requested' if args.stand_in else 'missing: ' + missing})")
-        pipeline = lambda: TinyPipeline(num_layers=4, latent_channels=16, heads=4, head_dim=64, ffn_dim=1024, text_dim=64)  # noqa: E731
+        pipeline = random_generator
         rewards = RewardSet({"phase_shift": phase_shift_reward}, {"phase_shift": 1.0})
-        cfg.camera_init = False
     with tempfile.TemporaryDirectory() as tmp:
         train(cfg, Path(tmp) / "run", pipeline=pipeline, rewards=rewards, progress=False)
         records = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]

@@ -11,6 +11,7 @@ import json
 import math
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -64,7 +65,7 @@ class TrainConfig:
     # --- LoRA and optimizer ---
     lora_rank: int = _f(32, "LoRA rank r")
     lora_alpha: int = _f(64, "LoRA alpha")
-    lora_targets: list = _f(["to_q", "to_k", "to_v", "to_out.0"], "attention modules that get LoRA")
+    lora_targets: list[str] = _f(["to_q", "to_k", "to_v", "to_out.0"], "attention modules that get LoRA")
     lr: float = _f(1e-4, "AdamW learning rate (constant after warm-up)")
     warmup_steps: int = _f(0, "linear learning-rate warm-up in optimizer steps")
     adam_beta1: float = _f(0.9, "AdamW β1")
@@ -105,13 +106,6 @@ class TrainConfig:
         if self.sde_window_size > 0:
             return self.sde_window_size
         return int(math.floor(self.num_steps * self.timestep_fraction + 1e-9))
-
-
-def help_text() -> str:
-    lines = []
-    for f in dataclasses.fields(TrainConfig):
-        lines.append(f"  {f.name:<24} {f.metadata['help']} (default {getattr(TrainConfig(), f.name)!r})")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,20 +233,53 @@ def _parse_value(name: str, raw: str, default: Any) -> Any:
         raise ConfigError(expected) from None
 
 
+def _reader(name: str, kind: Any) -> Callable[[str], Any]:
+    def read(raw: str) -> Any:
+        try:
+            return _parse_value(name, raw, kind)
+        except ConfigError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return read
+
+
+def config_parser(defaults: TrainConfig | None = None) -> argparse.ArgumentParser:
+    """One `--key VALUE` option per TrainConfig field with its help text, made by
+    transformers.HfArgumentParser from the dataclass; values are read as `key=value` overrides are
+    (finite numbers, whole ints, yes/no/on/off bools, comma or JSON lists) with `defaults` as defaults."""
+    from transformers import HfArgumentParser
+
+    parser = HfArgumentParser(TrainConfig, allow_abbrev=False, exit_on_error=False, add_help=False, usage=argparse.SUPPRESS)
+    parser.set_defaults(**(defaults or TrainConfig()).to_dict())
+    kinds = TrainConfig().to_dict()
+    for action in parser._actions:
+        if action.dest in kinds and action.nargs != 0:  # not the `--no_KEY` switches HfArgumentParser adds for bools
+            action.type = _reader(action.dest, kinds[action.dest])
+            action.nargs = "?" if isinstance(kinds[action.dest], bool) else None  # a list is one comma-separated value
+    return parser
+
+
+def config_help() -> str:
+    return config_parser().format_help()
+
+
 def apply_overrides(cfg: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Return a copy of cfg with `key=value` overrides applied; unknown keys are errors."""
-    cfg = dataclasses.replace(cfg)
-    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    argv = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
         key, raw = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        if key not in names:
-            hint = difflib.get_close_matches(key, names, n=1)
-            raise ConfigError(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + "; see --help-config")
-        setattr(cfg, key, _parse_value(key, raw, getattr(cfg, key)))
-    return cfg
+        argv.append(f"--{key.strip().replace('-', '_')}={raw}")
+    try:
+        values, unknown = config_parser(cfg).parse_known_args(argv)
+    except argparse.ArgumentError as e:
+        raise ConfigError(e.message) from None
+    if unknown:
+        key, names = unknown[0].split("=", 1)[0].lstrip("-"), [f.name for f in dataclasses.fields(TrainConfig)]
+        hint = difflib.get_close_matches(key, names, n=1)
+        raise ConfigError(f"unknown config key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + "; see --help-config")
+    return TrainConfig(**vars(values))
 
 
 def from_dict(values: dict) -> TrainConfig:
@@ -261,6 +288,23 @@ def from_dict(values: dict) -> TrainConfig:
     if unknown:
         raise ConfigError(f"unknown config keys {unknown}")
     return TrainConfig(**values)
+
+
+def run_config(preset: str | None, run_dir: Path, resume, overrides: list[str]) -> TrainConfig:
+    """A run's config: the preset (or, when resuming, the run's saved config.json) plus overrides, validated."""
+    if resume and (run_dir / "config.json").is_file():
+        try:
+            saved = from_dict(json.loads((run_dir / "config.json").read_text(encoding="utf-8")))
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{run_dir / 'config.json'} is corrupt: {e}") from None
+        if preset and preset != saved.preset:
+            raise ConfigError(f"--preset {preset} differs from the run's preset {saved.preset}; drop --preset when resuming")
+        cfg = saved
+    else:
+        cfg = get_preset(preset or "tinyworld-cpu")
+    cfg = apply_overrides(cfg, overrides)
+    validate(cfg)
+    return cfg
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +444,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="key=value")
     args = parser.parse_args(argv)
     if args.help_config:
-        print(help_text())
+        print(config_help())
         return 0
     try:
         cfg = apply_overrides(get_preset(args.preset), args.overrides)

@@ -41,6 +41,8 @@ from pathlib import Path
 import numpy as np
 
 from studio.util import atomic_write_text
+from training.checkpoints import TRAINER_STATE, list_checkpoints, read_trainer_state
+from training.plan import load_prompts
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE_VERSION = 2  # bump when what a cached record holds changes
@@ -238,8 +240,6 @@ def resolve_lora_dir(path: str | Path) -> Path:
     if not p.exists():
         raise FileNotFoundError(f"--tuned {path}: no such file or folder")
     if p.is_dir() and (p / "checkpoints").is_dir():
-        from training.train import list_checkpoints
-
         ckpts = list_checkpoints(p)
         if not ckpts:
             raise FileNotFoundError(f"--tuned {path}: run folder without checkpoints")
@@ -251,7 +251,6 @@ def run_info(lora: Path) -> dict:
     """What the LoRA's run recorded: train minutes (checkpoint state, else metrics.jsonl) and config."""
     folder = lora if lora.is_dir() else lora.parent
     info: dict = {"train_minutes": None, "config": None}
-    state = folder / "trainer_state.json"
     best = folder / "best.json"  # checkpoints/best: the LoRA chosen on validation during the run
     if best.is_file():
         meta = json.loads(best.read_text(encoding="utf-8"))
@@ -261,8 +260,8 @@ def run_info(lora: Path) -> dict:
             rows = [json.loads(x) for x in (folder.parent.parent / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
             seconds = [r["seconds"] for r in rows if r.get("seconds") is not None and r.get("epoch", 1e9) < meta["epoch"]]
             info["train_minutes"] = float(max(seconds)) / 60.0 if seconds else None
-    if state.is_file():
-        meta = json.loads(state.read_text(encoding="utf-8"))
+    if (folder / TRAINER_STATE).is_file():
+        meta = read_trainer_state(folder)
         if meta.get("elapsed_seconds") is not None:
             info["train_minutes"] = float(meta["elapsed_seconds"]) / 60.0
         info["config"] = meta.get("config")
@@ -340,8 +339,6 @@ def load_rows(source: str, n: int | None = None) -> list[dict]:
         rows = [json.loads(x) for x in Path(source).read_text(encoding="utf-8").splitlines() if x.strip()]
         rows = [r if isinstance(r, dict) else {"prompt": str(r)} for r in rows]
     else:
-        from training.train import load_prompts
-
         rows = [{"prompt": p} for p in load_prompts(source)]
     if not rows:
         raise ValueError(f"prompt source {source!r} has no prompts")

@@ -216,63 +216,18 @@ def grpo_loss(
 # ---------------------------------------------------------------------------------------------
 # EMA of the trained (LoRA) parameters
 # ---------------------------------------------------------------------------------------------
-class EMA:
-    """Exponential moving average of a list of parameters, decay min((1+n)/(10+n), decay_cap).
+def lora_ema(params: Iterable[torch.nn.Parameter], decay_cap: float = 0.9):
+    """diffusers' EMAModel over the LoRA parameters with Flow-GRPO's decay min((1+n)/(10+n), decay_cap)
+    after n updates, from the first update on: the warm-up term makes early averages follow the
+    fast-moving weights instead of the initial LoRA (EMAModel's own schedule copies the weights at
+    its first update and starts the ramp one update later)."""
+    from diffusers.training_utils import EMAModel
 
-    The warm-up term makes early averages follow the fast-moving weights instead of the zero-init
-    LoRA. `swapped_in()` temporarily puts the averaged weights into the model (evaluation, saving).
-    """
+    class FlowGRPOEMA(EMAModel):
+        def get_decay(self, optimization_step: int) -> float:
+            return min(optimization_step / (9.0 + optimization_step), self.decay)
 
-    def __init__(self, params: Iterable[torch.nn.Parameter], decay_cap: float = 0.9):
-        self.params = list(params)
-        self.decay_cap = decay_cap
-        self.num_updates = 0
-        self.shadow = [p.detach().clone().float() for p in self.params]
-
-    def decay(self) -> float:
-        n = self.num_updates
-        return min((1.0 + n) / (10.0 + n), self.decay_cap)
-
-    @torch.no_grad()
-    def update(self) -> None:
-        d = self.decay()
-        for s, p in zip(self.shadow, self.params):
-            s.mul_(d).add_(p.detach().float(), alpha=1.0 - d)
-        self.num_updates += 1
-
-    @torch.no_grad()
-    def copy_to(self, params: Sequence[torch.nn.Parameter] | None = None) -> None:
-        for s, p in zip(self.shadow, params or self.params):
-            p.copy_(s.to(p.dtype))
-
-    def swapped_in(self):
-        ema = self
-
-        class _Swap:
-            def __enter__(self_inner):
-                self_inner.backup = [p.detach().clone() for p in ema.params]
-                ema.copy_to()
-
-            def __exit__(self_inner, *exc):
-                with torch.no_grad():
-                    for b, p in zip(self_inner.backup, ema.params):
-                        p.copy_(b)
-                return False
-
-        return _Swap()
-
-    def state_dict(self) -> dict:
-        return {"num_updates": self.num_updates, "decay_cap": self.decay_cap, "shadow": [s.clone() for s in self.shadow]}
-
-    def load_state_dict(self, state: dict) -> None:
-        if len(state["shadow"]) != len(self.shadow):
-            raise ValueError(f"EMA state has {len(state['shadow'])} tensors, the model {len(self.shadow)}")
-        self.num_updates = int(state["num_updates"])
-        self.decay_cap = float(state["decay_cap"])
-        for s, t in zip(self.shadow, state["shadow"]):
-            if s.shape != t.shape:
-                raise ValueError(f"EMA tensor shape {tuple(t.shape)} does not match {tuple(s.shape)}")
-            s.copy_(t)
+    return FlowGRPOEMA(params, decay=decay_cap)
 
 
 # ---------------------------------------------------------------------------------------------

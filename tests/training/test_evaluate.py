@@ -9,6 +9,7 @@ import torch
 
 from tiny_pipeline import tiny_world_pipeline_dir
 from training import evaluate as E
+from training.checkpoints import TRAINER_STATE, TrainerState
 
 PROMPTS = ["Camera move left. A red cube on a checkered floor.",
            "Camera push in. A blue sphere on a checkered floor.",
@@ -153,8 +154,8 @@ def lora_run(model_dir, tmp_path_factory):
     ckpt = run / "checkpoints" / "checkpoint-000003"
     WorldPipeline.save_lora_weights(str(ckpt), transformer_lora_layers=get_peft_model_state_dict(pipe.transformer),
                                     weight_name="pytorch_lora_weights.safetensors")
-    (ckpt / "trainer_state.json").write_text(json.dumps({"epoch": 3, "elapsed_seconds": 1500.0,
-                                                          "config": {"camera_init": True, "dynamic_steps": 0}}))
+    torch.save(TrainerState(epoch=3, elapsed_seconds=1500.0, config={"camera_init": True, "dynamic_steps": 0}).state_dict(),
+               ckpt / TRAINER_STATE)
     return run
 
 

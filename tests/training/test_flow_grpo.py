@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from training.flow_grpo import (
-    EMA,
     compute_advantages,
     euler_step,
     grpo_loss,
+    lora_ema,
     rollout,
     sde_step_with_logprob,
     trained_steps,
@@ -254,21 +254,22 @@ def test_policy_gradient_moves_log_prob_toward_positive_advantage():
 
 
 def test_ema_decay_schedule_and_swap():
+    from training.policy import ema_weights
+
     p = torch.nn.Parameter(torch.zeros(3))
-    ema = EMA([p], decay_cap=0.9)
-    assert ema.decay() == pytest.approx(0.1)
+    ema = lora_ema([p], decay_cap=0.9)
     expected = torch.zeros(3)
     for n in range(30):
         with torch.no_grad():
             p.add_(1.0)
-        d = min((1 + n) / (10 + n), 0.9)
+        d = min((1 + n) / (10 + n), 0.9)  # 0.1 at the first update
         expected = d * expected + (1 - d) * p.detach()
-        ema.update()
-    torch.testing.assert_close(ema.shadow[0], expected)
+        ema.step([p])
+    torch.testing.assert_close(ema.shadow_params[0], expected)
     raw = p.detach().clone()
-    with ema.swapped_in():
+    with ema_weights(ema, [p]):
         torch.testing.assert_close(p.detach(), expected)
     assert torch.equal(p.detach(), raw)
-    other = EMA([torch.nn.Parameter(torch.zeros(3))])
+    other = lora_ema([torch.nn.Parameter(torch.zeros(3))])
     other.load_state_dict(ema.state_dict())
-    assert other.num_updates == 30 and torch.equal(other.shadow[0], ema.shadow[0])
+    assert other.optimization_step == 30 and torch.equal(other.shadow_params[0], ema.shadow_params[0])

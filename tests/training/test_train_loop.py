@@ -1,4 +1,6 @@
-"""The training loop at tiny scale: a 2-layer random Wan transformer, brightness rewards, seconds per run."""
+"""The training loop at tiny scale: the real WorldPipeline with the TinyWorld generator's architecture
+and random weights at test size (training.standin: a 2-layer Wan transformer on 4-channel latents of a
+TinyWorldCodec fitted on renders), brightness rewards, seconds per run."""
 import json
 import os
 import signal
@@ -7,12 +9,25 @@ from pathlib import Path
 import pytest
 import torch
 
-from tiny_pipeline import TinyPipeline, brightness_rewards
+from tiny_pipeline import brightness_rewards
+from training.checkpoints import read_trainer_state
 from training.config import ConfigError, TrainConfig, apply_overrides
-from training.train import CheckpointError, adapter_disabled, add_lora, list_checkpoints, main, train
+from training.policy import adapter_disabled, add_lora
+from training.train import CheckpointError, list_checkpoints, main, train
 
 PROMPTS = ["a red cube. Camera move left.", "a blue sphere. Camera push in.", "a green cone. Camera orbit right.", "a gray cylinder."]
 DYNAMIC = ["water flowing over rocks", "a dog running in a field"]
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A factory of fresh tiny WorldPipelines (train() adds its LoRA to the one it gets)."""
+    from studio.pipelines import load_pipeline
+    from training.standin import TINY, random_generator
+
+    model_dir = tmp_path_factory.mktemp("tiny-world")
+    random_generator(seed=0, **TINY).save_pretrained(model_dir)
+    return lambda: load_pipeline(str(model_dir), device="cpu", cache=False)
 
 
 def tiny_config(tmp_path: Path, **overrides) -> TrainConfig:
@@ -37,8 +52,8 @@ def without_timing(records):
     return [{k: v for k, v in r.items() if k != "seconds" and not k.startswith("time/")} for r in records]
 
 
-def test_reference_is_the_base_model_with_the_adapter_disabled():
-    pipe = TinyPipeline(seed=0)
+def test_reference_is_the_base_model_with_the_adapter_disabled(world):
+    pipe = world()
     x = torch.randn(2, 4, 2, 4, 4, generator=torch.Generator().manual_seed(0))
     cond, uncond = pipe.encode_prompt(["a red cube", "a blue cone"], 3.0)
     with torch.no_grad():
@@ -56,10 +71,10 @@ def test_reference_is_the_base_model_with_the_adapter_disabled():
     assert torch.equal(again, tuned)
 
 
-def test_run_writes_metrics_checkpoints_and_a_diffusers_lora(tmp_path):
+def test_run_writes_metrics_checkpoints_and_a_diffusers_lora(world, tmp_path):
     cfg = tiny_config(tmp_path, epochs=4, num_eval_clips=2, eval_every=2)
     run = tmp_path / "run"
-    summary = train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    summary = train(cfg, run, pipeline=world, rewards=brightness_rewards(), progress=False)
     assert summary.epochs_done == 4 and summary.global_step == 8 and not summary.stopped_early
     records = [r for r in read_metrics(run) if not r.get("eval")]
     assert len(records) == 8 and [r["step"] for r in records] == list(range(1, 9))
@@ -80,9 +95,14 @@ def test_run_writes_metrics_checkpoints_and_a_diffusers_lora(tmp_path):
     ckpts = list_checkpoints(run)
     assert [c.name for c in ckpts] == ["checkpoint-000003", "checkpoint-000004"]  # keep_last = 2
     assert not list((run / "checkpoints").glob(".tmp-*"))
+    # accelerate's save_state (trainer state, raw LoRA, EMA, optimizer, random state) and the EMA LoRA
+    assert sorted(p.name for p in ckpts[-1].iterdir()) == [
+        "custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "custom_checkpoint_2.pkl", "optimizer.bin",
+        "pytorch_lora_weights.safetensors", "random_states_0.pkl"]
+    assert read_trainer_state(ckpts[-1])["global_step"] == 8
 
     # the saved LoRA (EMA weights) loads into a fresh transformer through diffusers
-    fresh = TinyPipeline(seed=0)
+    fresh = world()
     fresh.transformer.load_lora_adapter(str(ckpts[-1]), weight_name="pytorch_lora_weights.safetensors", adapter_name="tuned")
     x = torch.randn(1, 4, 2, 4, 4)
     cond, _ = fresh.encode_prompt(["a red cube"], 1.0)
@@ -91,10 +111,29 @@ def test_run_writes_metrics_checkpoints_and_a_diffusers_lora(tmp_path):
     assert torch.isfinite(out).all()
 
 
-def test_killed_run_resumed_equals_uninterrupted_run(tmp_path):
+def resume_state(ckpt: Path) -> dict:
+    """Everything a resume reads from a checkpoint, as flat tensors (the run time aside)."""
+    out = {}
+    for name in ("custom_checkpoint_0.pkl", "custom_checkpoint_1.pkl", "custom_checkpoint_2.pkl", "optimizer.bin"):
+        state = torch.load(ckpt / name, weights_only=False)
+        if name == "custom_checkpoint_0.pkl":
+            state = {k: v for k, v in state.items() if k != "elapsed_seconds"}
+        stack = [(name, state)]
+        while stack:
+            key, value = stack.pop()
+            if isinstance(value, dict):
+                stack += [(f"{key}/{k}", v) for k, v in value.items()]
+            elif isinstance(value, (list, tuple)):
+                stack += [(f"{key}/{i}", v) for i, v in enumerate(value)]
+            else:
+                out[key] = torch.as_tensor(value) if isinstance(value, (int, float, torch.Tensor)) else value
+    return out
+
+
+def test_killed_run_resumed_equals_uninterrupted_run(world, tmp_path):
     cfg = tiny_config(tmp_path, epochs=4, steps_per_epoch=2)
     straight = tmp_path / "straight"
-    train(cfg, straight, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    train(cfg, straight, pipeline=world, rewards=brightness_rewards(), progress=False)
 
     # Ctrl-C during epoch 2's rewards: the run drops that epoch (nothing of it reached the weights),
     # saves the state it started from and stops.
@@ -110,53 +149,53 @@ def test_killed_run_resumed_equals_uninterrupted_run(tmp_path):
     rewards = brightness_rewards()
     rewards.functions["bright"] = interrupting
     killed = tmp_path / "killed"
-    first = train(cfg, killed, pipeline=TinyPipeline, rewards=rewards, progress=False)
+    first = train(cfg, killed, pipeline=world, rewards=rewards, progress=False)
     assert first.stopped_early and first.epochs_done == 1
     assert [c.name for c in list_checkpoints(killed)] == ["checkpoint-000001"]
     assert {r["epoch"] for r in read_metrics(killed)} == {0}
     # simulate a hard kill after epoch 2 had started logging but before its checkpoint existed
     with open(killed / "metrics.jsonl", "a") as f:
         f.write(json.dumps({"epoch": 1, "step": 3, "partial": True}) + "\n")
-    second = train(cfg, killed, resume=True, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    second = train(cfg, killed, resume=True, pipeline=world, rewards=brightness_rewards(), progress=False)
     assert second.epochs_done == 4 and second.global_step == 8
 
     assert without_timing(read_metrics(killed)) == without_timing(read_metrics(straight))
-    from safetensors.torch import load_file
+    a, b = resume_state(list_checkpoints(straight)[-1]), resume_state(list_checkpoints(killed)[-1])
+    assert a.keys() == b.keys() and len(a) > 100
+    for k in a:
+        assert torch.equal(a[k], b[k]) if isinstance(a[k], torch.Tensor) else a[k] == b[k], k
 
-    a = load_file(str(list_checkpoints(straight)[-1] / "trainer_state.safetensors"))
-    b = load_file(str(list_checkpoints(killed)[-1] / "trainer_state.safetensors"))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
+def signal_during_update(world, at_call: int):
+    """A pipeline that sends this process SIGINT at its n-th training forward (the only forwards with gradients)."""
+    pipe, calls = world(), [0]
+    predict_velocity = pipe.predict_velocity
 
-class SignalDuringUpdate(TinyPipeline):
-    """Sends this process SIGINT at its n-th training forward (the only forwards with gradients)."""
-
-    def __init__(self, at_call: int, **kw):
-        super().__init__(**kw)
-        self.at_call, self.calls = at_call, 0
-
-    def predict_velocity(self, *args, **kw):
+    def counting(*args, **kw):
         if torch.is_grad_enabled():
-            self.calls += 1
-            if self.calls == self.at_call:
+            calls[0] += 1
+            if calls[0] == at_call:
                 os.kill(os.getpid(), signal.SIGINT)
-        return super().predict_velocity(*args, **kw)
+        return predict_velocity(*args, **kw)
+
+    pipe.predict_velocity = counting
+    return pipe
 
 
-def test_a_stop_during_the_update_finishes_it_and_saves_that_epoch_without_eval_clips(tmp_path):
+def test_a_stop_during_the_update_finishes_it_and_saves_that_epoch_without_eval_clips(world, tmp_path):
     # 2 optimizer steps × 2 trained timesteps = 4 training forwards an epoch: the 5th is in epoch 1.
     cfg = tiny_config(tmp_path, epochs=4, steps_per_epoch=2, num_eval_clips=2, eval_every=1, save_every=10)
     run = tmp_path / "run"
-    summary = train(cfg, run, pipeline=lambda: SignalDuringUpdate(5), rewards=brightness_rewards(), progress=False)
+    summary = train(cfg, run, pipeline=lambda: signal_during_update(world, 5), rewards=brightness_rewards(), progress=False)
     assert summary.stopped_early and summary.epochs_done == 2 and summary.global_step == 4
     assert [c.name for c in list_checkpoints(run)] == ["checkpoint-000002"]
     assert [r["step"] for r in read_metrics(run) if not r.get("eval")] == [1, 2, 3, 4]
     assert (run / "samples" / "epoch-000001").is_dir() and not (run / "samples" / "epoch-000002").exists()
-    resumed = train(cfg, run, resume=True, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    resumed = train(cfg, run, resume=True, pipeline=world, rewards=brightness_rewards(), progress=False)
     assert resumed.epochs_done == 4 and resumed.global_step == 8
 
 
-def test_a_stop_before_the_first_epoch_still_leaves_a_checkpoint_to_resume(tmp_path):
+def test_a_stop_before_the_first_epoch_still_leaves_a_checkpoint_to_resume(world, tmp_path):
     """The CLI installs the stop flag before the model loads: a cancel during start-up saves the
     untrained state (epoch 0), so --resume always has something to start from."""
     from training.train import StopFlag
@@ -164,10 +203,10 @@ def test_a_stop_before_the_first_epoch_still_leaves_a_checkpoint_to_resume(tmp_p
     cfg = tiny_config(tmp_path, epochs=2)
     with StopFlag(announce=False) as stop:
         os.kill(os.getpid(), signal.SIGINT)
-        summary = train(cfg, tmp_path / "run", pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False, stop=stop)
+        summary = train(cfg, tmp_path / "run", pipeline=world, rewards=brightness_rewards(), progress=False, stop=stop)
     assert summary.stopped_early and summary.epochs_done == 0
     assert [c.name for c in list_checkpoints(tmp_path / "run")] == ["checkpoint-000000"]
-    resumed = train(cfg, tmp_path / "run", resume=True, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    resumed = train(cfg, tmp_path / "run", resume=True, pipeline=world, rewards=brightness_rewards(), progress=False)
     assert resumed.epochs_done == 2
 
 
@@ -188,23 +227,23 @@ def test_a_second_signal_while_a_checkpoint_is_written_waits_for_it():
                 pass
 
 
-def test_resume_from_an_older_checkpoint_folder(tmp_path):
+def test_resume_from_an_older_checkpoint_folder(world, tmp_path):
     cfg = tiny_config(tmp_path, epochs=3, steps_per_epoch=1, keep_last=5, dynamic_prompts="")
     run = tmp_path / "run"
-    train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    train(cfg, run, pipeline=world, rewards=brightness_rewards(), progress=False)
     full = without_timing(read_metrics(run))
-    summary = train(cfg, run, resume=str(run / "checkpoints" / "checkpoint-000001"), pipeline=TinyPipeline,
+    summary = train(cfg, run, resume=str(run / "checkpoints" / "checkpoint-000001"), pipeline=world,
                     rewards=brightness_rewards(), progress=False)
     assert summary.epochs_done == 3 and without_timing(read_metrics(run)) == full
     assert all(r["phase"] == "rigid" for r in full)
 
 
-def test_zero_std_groups_are_dropped_and_counted(tmp_path):
+def test_zero_std_groups_are_dropped_and_counted(world, tmp_path):
     cfg = tiny_config(tmp_path, epochs=1, drop_zero_std=True, dynamic_prompts="")
     const = brightness_rewards()
     const.functions = {"flat": lambda prompts, clips, **_: [1.0] * len(clips)}
     const.weights = {"flat": 1.0}
-    train(cfg, tmp_path / "run", pipeline=TinyPipeline, rewards=const, progress=False)
+    train(cfg, tmp_path / "run", pipeline=world, rewards=const, progress=False)
     rec = read_metrics(tmp_path / "run")[0]
     assert rec["zero_std_ratio"] == 1.0 and rec["reward/flat/std"] == 0.0
 
@@ -225,19 +264,23 @@ def test_bad_input_fails_before_the_pipeline_loads(tmp_path):
         train(tiny_config(tmp_path), tmp_path / "d", resume=True, pipeline=_never)
 
 
-def test_corrupt_checkpoint_is_reported_before_the_pipeline_loads(tmp_path):
+def test_a_broken_checkpoint_is_reported_as_one_error(world, tmp_path):
+    """A missing file or an unreadable trainer state is refused before the pipeline loads; a
+    truncated state file (a write cut short) when accelerate loads it."""
     cfg = tiny_config(tmp_path, epochs=1)
     run = tmp_path / "run"
-    train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    train(cfg, run, pipeline=world, rewards=brightness_rewards(), progress=False)
     with pytest.raises(ConfigError, match="already holds checkpoints"):
         train(cfg, run, pipeline=_never)
-    state = list_checkpoints(run)[-1] / "trainer_state.safetensors"
-    data = bytearray(state.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    state.write_bytes(bytes(data))
-    with pytest.raises(CheckpointError, match="corrupt"):
+    ckpt = list_checkpoints(run)[-1]
+    optimizer = (ckpt / "optimizer.bin").read_bytes()
+    (ckpt / "optimizer.bin").unlink()
+    with pytest.raises(CheckpointError, match="optimizer.bin is missing"):
         train(cfg, run, resume=True, pipeline=_never)
-    (state.parent / "trainer_state.json").write_text("{not json")
+    (ckpt / "optimizer.bin").write_bytes(optimizer[: len(optimizer) // 2])
+    with pytest.raises(CheckpointError, match="cannot load it"):
+        train(cfg, run, resume=True, pipeline=world, rewards=brightness_rewards(), progress=False)
+    (ckpt / "custom_checkpoint_0.pkl").write_text("{not a state")
     with pytest.raises(CheckpointError, match="corrupt"):
         train(cfg, run, resume=True, pipeline=_never)
 
@@ -264,10 +307,10 @@ def test_cli_resume_is_a_flag_so_overrides_after_it_stay_overrides(tmp_path, cap
     assert "nope is not a checkpoint" in capsys.readouterr().err
 
 
-def test_resume_under_an_incompatible_config_is_refused_early(tmp_path):
+def test_resume_under_an_incompatible_config_is_refused_early(world, tmp_path):
     cfg = tiny_config(tmp_path, epochs=1)
     run = tmp_path / "run"
-    train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    train(cfg, run, pipeline=world, rewards=brightness_rewards(), progress=False)
     bigger = apply_overrides(cfg, ["lora_rank=8", "epochs=2"])
     with pytest.raises(CheckpointError, match="different lora_rank"):
         train(bigger, run, resume=True, pipeline=_never)
@@ -305,22 +348,22 @@ def test_same_noise_gives_a_group_one_initial_noise_and_groups_different_ones(tm
     assert len(set(plan_epoch(plain, 3, "rigid", PROMPTS, DYNAMIC, 1)[0].seeds[:K])) == K
 
 
-def test_max_minutes_is_a_budget_the_run_never_passes(tmp_path):
+def test_max_minutes_is_a_budget_the_run_never_passes(world, tmp_path):
     """The run stops before an epoch that would take it past max_minutes; the last checkpoint is
     inside the budget (a budget of a microsecond still leaves the first epoch, which sets the pace)."""
     cfg = tiny_config(tmp_path, epochs=5, max_minutes=1e-8)
-    train(cfg, tmp_path / "run", pipeline=lambda: TinyPipeline(seed=0), rewards=brightness_rewards(), progress=False)
+    train(cfg, tmp_path / "run", pipeline=world, rewards=brightness_rewards(), progress=False)
     assert {r["epoch"] for r in read_metrics(tmp_path / "run")} == {0}
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["checkpoint-000001"]
 
 
-def test_keep_best_holds_the_lora_of_the_best_eval_and_survives_resume(tmp_path):
+def test_keep_best_holds_the_lora_of_the_best_eval_and_survives_resume(world, tmp_path):
     """keep_best: checkpoints/best is the EMA LoRA at the eval with the highest metric sum, and a
     resumed run keeps comparing against it instead of starting over."""
     cfg = tiny_config(tmp_path, epochs=4, num_eval_clips=2, eval_every=1,
                       keep_best="eval/reward/bright/mean+eval/reward/red/mean")
     run = tmp_path / "run"
-    summary = train(cfg, run, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    summary = train(cfg, run, pipeline=world, rewards=brightness_rewards(), progress=False)
     evals = [r for r in read_metrics(run) if r.get("eval")]
     scores = [e["eval/reward/bright/mean"] + e["eval/reward/red/mean"] for e in evals]
     best_i = max(range(len(scores)), key=scores.__getitem__)
@@ -334,10 +377,9 @@ def test_keep_best_holds_the_lora_of_the_best_eval_and_survives_resume(tmp_path)
     assert (run / "checkpoints" / "best" / "pytorch_lora_weights.safetensors").is_file()
     assert not list((run / "checkpoints").glob(".tmp-*"))
     # The best record travels in every checkpoint, so --resume compares against it.
-    meta = json.loads((list_checkpoints(run)[-1] / "trainer_state.json").read_text())
-    assert meta["best"] == best
+    assert read_trainer_state(list_checkpoints(run)[-1])["best"] == best
     more = apply_overrides(cfg, ["epochs=5"])
-    resumed = train(more, run, resume=True, pipeline=TinyPipeline, rewards=brightness_rewards(), progress=False)
+    resumed = train(more, run, resume=True, pipeline=world, rewards=brightness_rewards(), progress=False)
     last = [r for r in read_metrics(run) if r.get("eval")][-1]
     new_score = last["eval/reward/bright/mean"] + last["eval/reward/red/mean"]
     assert resumed.best["score"] == pytest.approx(max(best["score"], new_score))
@@ -362,15 +404,15 @@ def test_a_split_slice_keeps_validation_prompts_apart_from_the_test_prompts():
         load_prompts("tinyworld:test[a:b]")
 
 
-def test_grpo_raises_a_reward_the_policy_can_reach(tmp_path):
+def test_grpo_raises_a_reward_the_policy_can_reach(world, tmp_path):
     """The whole loop learns: brightness of the held-out eval clips (fixed prompts and seeds, ODE
     samples with the EMA LoRA) goes up within a few epochs, and the KL to the reference with it."""
     only_bright = brightness_rewards()
     only_bright.weights = {"bright": 1.0}
-    cfg = tiny_config(tmp_path, epochs=10, dynamic_steps=0, num_batches_per_epoch=2, num_eval_clips=4, eval_every=1,
+    cfg = tiny_config(tmp_path, epochs=10, dynamic_steps=0, num_batches_per_epoch=4, num_eval_clips=4, eval_every=1,
                       save_every=100, ema_decay=0.5)
-    train(cfg, tmp_path / "run", pipeline=TinyPipeline, rewards=only_bright, progress=False)
+    train(cfg, tmp_path / "run", pipeline=world, rewards=only_bright, progress=False)
     evals = [r["eval/reward/bright/mean"] for r in read_metrics(tmp_path / "run") if r.get("eval")]
     steps = [r for r in read_metrics(tmp_path / "run") if not r.get("eval")]
-    assert evals[-1] > evals[0] + 0.05, evals   # measured 0.45 -> 0.60; with lr ~ 0 it stays at 0.44
+    assert evals[-1] > evals[0] + 0.05, evals   # measured 0.538 -> 0.605, rising every epoch; with lr 1e-9 it stays at 0.534
     assert steps[-1]["kl"] > steps[0]["kl"]

@@ -217,7 +217,7 @@ def test_the_collapse_watch_judges_colour_and_shape_of_single_object_prompts():
     """Ground-truth renders of single-object prompts score high; a clip of the wrong colour scores 0;
     prompts with two objects are not judged."""
     from studio.tinyworld import render_clip
-    from training.train import attribute_watch
+    from training.validation import attribute_watch
 
     prompts = ["A red cube on a checkered floor.", "A blue sphere on a striped floor.",
                "A red cube and a blue sphere on a checkered floor."]

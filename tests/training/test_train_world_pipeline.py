@@ -9,7 +9,8 @@ import torch
 from tiny_pipeline import brightness_rewards, tiny_world_pipeline_dir
 from training.config import TrainConfig
 from training.flow_grpo import rollout, sde_step_with_logprob
-from training.train import camera_injector, list_checkpoints, train
+from training.policy import camera_injector
+from training.train import list_checkpoints, train
 
 pipelines = pytest.importorskip("studio.pipelines")
 
