@@ -6,8 +6,11 @@ p50/p95, with an app restart in the middle. Everything runs on 127.0.0.1.
     python scripts/load_votes.py                      # 20 × 50, restart at half way
     python scripts/load_votes.py --evaluators 4 --votes 10 --restart-at 0   # quick, no restart
     python scripts/load_votes.py --transport gradio_client                 # through the Python client
+    python scripts/load_votes.py --postgres --think 4                      # on a throwaway PostgreSQL server
+    python scripts/load_votes.py --db-url postgresql://user:pw@host/db     # on a database of yours
 
-It prepares a study of tiny synthetic clips in a fresh data dir, launches the app as a
+It prepares a study of tiny synthetic clips in a fresh data dir (votes in SQLite there unless
+`--db-url` or `--postgres` names another database), launches the app as a
 subprocess (`app.py --port --data-dir` when app.py supports them, else the study tab alone:
 `python -m studio.ui.study_tab`), drives it with gradio_client from one thread per
 evaluator, kills and relaunches it once the given share of votes is in, then checks every
@@ -46,7 +49,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def prepare_study(data_dir: Path, name: str, votes_per_evaluator: int) -> None:
+def prepare_study(data_dir: Path, name: str, votes_per_evaluator: int, db_url: str | None = None) -> None:
     """A study with enough distinct pairs for every evaluator to reach the cap."""
     from studio.study.battles import PromptSpec, StudySpec
     from studio.study.media import generate_synthetic
@@ -55,7 +58,7 @@ def prepare_study(data_dir: Path, name: str, votes_per_evaluator: int) -> None:
     categories = ("static", "camera", "dynamic")
     n_prompts = max(3, (votes_per_evaluator + 1) // 2 + 2)  # × 2 seeds > cap, attention checks aside
     prompts = [PromptSpec(f"load prompt {i}: a cube, camera move {i % 5}", categories[i % 3]) for i in range(n_prompts)]
-    service = StudyService(data_dir=data_dir, generate=generate_synthetic, app_version="load")
+    service = StudyService(data_dir=data_dir, db_url=db_url, generate=generate_synthetic, app_version="load")
     service.create_study(StudySpec(name, prompts, [0, 1], ["baseline", "tuned"],
                                    max_votes_per_evaluator=votes_per_evaluator, attention_rate=0.1))
     service.start_pregeneration(name).join()
@@ -83,11 +86,14 @@ def app_command(mode: str, port: int, data_dir: Path) -> list[str]:
 class App:
     """The app subprocess; `restart()` kills it (SIGKILL: no clean shutdown) and relaunches."""
 
-    def __init__(self, command: list[str], port: int, data_dir: Path, log_path: Path) -> None:
+    def __init__(self, command: list[str], port: int, data_dir: Path, log_path: Path,
+                 db_url: str | None = None) -> None:
         self.command, self.port, self.log_path = command, port, log_path
         self.env = {**os.environ, "STUDIO_DATA_DIR": str(data_dir), "GRADIO_ANALYTICS_ENABLED": "False",
                     "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
         self.env.pop("STUDIO_DB_URL", None)
+        if db_url:
+            self.env["STUDIO_DB_URL"] = db_url
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -236,14 +242,14 @@ def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
 
-def verify(data_dir: Path, study: str, logs: list[EvaluatorLog]) -> dict:
+def verify(data_dir: Path, study: str, logs: list[EvaluatorLog], db_url: str | None = None) -> dict:
     from sqlalchemy import func, select
     from sqlalchemy.orm import Session
 
     from studio.study.battles import load_votes
     from studio.study.db import Vote, make_engine
 
-    engine = make_engine(data_dir=data_dir)
+    engine = make_engine(db_url, data_dir=data_dir)
     stored = load_votes(engine, study)
     with Session(engine) as s:
         dup_groups = s.execute(
@@ -279,20 +285,39 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--think", type=float, default=0.0,
                         help="mean seconds between receiving a pair and voting (uniform 0.5-1.5x); 0 = back to back, "
                              "the saturation case. A person cannot vote before both clips have played once")
+    parser.add_argument("--db-url", default=None, help="SQLAlchemy URL of the votes database (default: SQLite "
+                        "in the data dir); the app gets it as STUDIO_DB_URL")
+    parser.add_argument("--postgres", action="store_true",
+                        help="start a throwaway PostgreSQL server for the run (scripts/throwaway_postgres.py, "
+                             "PostgreSQL's default durability settings) and use it")
     parser.add_argument("--timeout", type=float, default=1200, help="overall bound in seconds")
     parser.add_argument("--report", type=Path, default=None, help="write the report as JSON here")
     args = parser.parse_args(argv)
+    if args.postgres and args.db_url:
+        parser.error("--postgres and --db-url exclude each other")
+    if args.postgres:
+        from scripts.throwaway_postgres import ThrowawayPostgres
+
+        with ThrowawayPostgres(durable=True) as server:
+            print(f"throwaway PostgreSQL started in {server.start_s:.1f} s", flush=True)
+            return run(args, server.create_database("load_votes"))
+    return run(args, args.db_url)
+
+
+def run(args: argparse.Namespace, db_url: str | None) -> dict:
+    from sqlalchemy.engine import make_url
 
     data_dir = (args.data_dir or Path(tempfile.mkdtemp(prefix="load_votes_"))).resolve()
     study = f"load-{int(time.time())}"
     t0 = time.perf_counter()
-    prepare_study(data_dir, study, args.votes)
+    prepare_study(data_dir, study, args.votes, db_url)
     prep_s = time.perf_counter() - t0
     port = args.port or free_port()
-    app = App(app_command(args.app, port, data_dir), port, data_dir, data_dir / "app.log")
+    app = App(app_command(args.app, port, data_dir), port, data_dir, data_dir / "app.log", db_url)
     print(f"data dir {data_dir}; study {study} ready in {prep_s:.1f} s; app: {' '.join(app.command)}", flush=True)
     report: dict = {"transport": args.transport, "think_s": args.think, "evaluators": args.evaluators, "votes_per_evaluator": args.votes, "app_command": app.command,
-                    "data_dir": str(data_dir), "study": study}
+                    "data_dir": str(data_dir), "study": study,
+                    "database": make_url(db_url).get_backend_name() if db_url else "sqlite"}
     try:
         report["app_start_s"] = round(app.start(), 2)
         deadline = time.monotonic() + args.timeout
@@ -340,7 +365,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "p95": ms(percentile([r for l in logs for r in l.next_rtt_s], 95))},
         "client_errors_retried": sum(l.errors for l in logs),
         "evaluators_not_finished": [f"{l.evaluator}: {l.finished}" for l in logs if "limit" not in l.finished],
-        **verify(data_dir, study, logs),
+        **verify(data_dir, study, logs, db_url),
     })
     print(json.dumps(report, indent=1))
     if args.report:

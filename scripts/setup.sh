@@ -2,12 +2,13 @@
 # Installs everything World-R1 Studio needs on a fresh Debian machine (run as root):
 # system libraries, a .venv in the repo, the pinned requirements. Quick when nothing changed.
 #   bash scripts/setup.sh          # the studio
-#   bash scripts/setup.sh --test   # the studio and the browser for end-to-end tests
+#   bash scripts/setup.sh --test   # the studio, Chromium for end-to-end tests and PostgreSQL for the
+#                                  # study database tests (they start a throwaway server of their own)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 apt_pkgs=($(grep -v '^#' packages.txt))   # the Space's list too; open3d needs libusb-1.0.so.0 to import
-[[ "${1:-}" == "--test" ]] && apt_pkgs+=(chromium chromium-driver)
+[[ "${1:-}" == "--test" ]] && apt_pkgs+=(chromium chromium-driver postgresql)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

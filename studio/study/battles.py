@@ -30,7 +30,7 @@ from pathlib import Path
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import QueryableAttribute, Session
 
 from studio.study.db import (
     ANSWERS,
@@ -45,6 +45,7 @@ from studio.study.db import (
     Study,
     Vote,
     answer_column,
+    check_text,
     utc_now,
 )
 from studio.study.media import write_shuffled_copy
@@ -75,12 +76,8 @@ class StudySpec:
     attention_fail_limit: int = 2  # failed checks that flag an evaluator as careless
 
 
-NAME_MAX_CHARS = 200  # study and system names (their columns are String(200))
-
-
-def _check_name(value: str, what: str) -> None:
-    if len(value) > NAME_MAX_CHARS:
-        raise ValueError(f"{what}: at most {NAME_MAX_CHARS} characters, got {len(value)}")
+def _check_name(value: str, column: QueryableAttribute, what: str) -> None:
+    check_text(value, column, what)
     if not value.isprintable():
         raise ValueError(f"{what}: control and invisible characters are not allowed, got {value[:60]!r}")
 
@@ -89,16 +86,16 @@ def check_study_spec(spec: StudySpec) -> None:
     """Validate a study up front, with messages that say what was expected."""
     if not spec.name or not spec.name.strip():
         raise ValueError("a study needs a non-empty name")
-    _check_name(spec.name, "study name")
+    _check_name(spec.name, Study.name, "study name")
     for system in spec.systems:
-        _check_name(str(system), "system name")
+        _check_name(str(system), Clip.system, "system name")
     if len(spec.systems) < 2:
         raise ValueError(f"a study compares at least 2 systems, got {list(spec.systems)}")
     if len(set(spec.systems)) != len(spec.systems):
         raise ValueError(f"system names must be distinct, got {list(spec.systems)}")
     if not spec.prompts:
         raise ValueError("a study needs at least one prompt")
-    texts = [p.text.strip() for p in spec.prompts]
+    texts = [check_text(p.text.strip(), Prompt.text, "prompt") for p in spec.prompts]
     if any(not t for t in texts) or len(set(texts)) != len(texts):
         raise ValueError("prompts must be non-empty and distinct")
     for p in spec.prompts:
@@ -140,6 +137,13 @@ def study_systems(row: Study) -> list[str]:
 def create_study(engine: Engine, spec: StudySpec) -> int:
     """Insert the study, its prompts and one pending clip row per prompt × seed × system."""
     check_study_spec(spec)
+    try:
+        return _insert_study(engine, spec)
+    except IntegrityError:  # created meanwhile by another process (PostgreSQL; SQLite serialises)
+        raise ValueError(f"a study named {spec.name!r} already exists") from None
+
+
+def _insert_study(engine: Engine, spec: StudySpec) -> int:
     with Session(engine) as session, session.begin():
         if session.scalar(select(Study.id).where(Study.name == spec.name)) is not None:
             raise ValueError(f"a study named {spec.name!r} already exists")
@@ -258,7 +262,7 @@ def pregenerate(
             if metrics is not None:
                 metrics_json = json.dumps({k: float(v) for k, v in metrics(out_path).items()})
         except Exception as exc:  # one bad clip must not stop the study; the row records why
-            status, error = "failed", f"{type(exc).__name__}: {exc}"
+            status, error = "failed", f"{type(exc).__name__}: {exc}".replace("\x00", "")
         shutil.rmtree(scratch, ignore_errors=True)
         with Session(engine) as session, session.begin():
             clip = session.get(Clip, clip_id)
@@ -376,8 +380,11 @@ class BattleView:
     cap: int
 
 
-def _upsert_evaluator(session: Session, evaluator_id: str, source: str) -> None:
-    row = session.get(Evaluator, evaluator_id)
+def _lock_evaluator(session: Session, evaluator_id: str, source: str) -> None:
+    """Create or touch the evaluator's row and hold its lock to the end of the transaction, so
+    that one evaluator's deals run one at a time (PostgreSQL; SQLite's BEGIN IMMEDIATE already
+    serialises them). A concurrent first insert raises IntegrityError: the caller retries."""
+    row = session.get(Evaluator, evaluator_id, with_for_update=True)
     now = utc_now()
     if row is None:
         session.add(Evaluator(id=evaluator_id, source=source, created_at=now, last_seen_at=now))
@@ -412,6 +419,7 @@ def _draw_pair(session: Session, study: Study, evaluator_id: str, rng: random.Ra
     for prompt_id, seed, system, path in session.execute(
         select(Clip.prompt_id, Clip.seed, Clip.system, Clip.path)
         .where(Clip.study_id == study.id, Clip.status == "ready")
+        .order_by(Clip.id)  # the candidates' order feeds rng.choice: the same on every backend
     ):
         ready.setdefault((prompt_id, seed), {})[system] = path
     pair_battles = select(Battle.prompt_id, Battle.seed, Battle.left_system, Battle.right_system).where(
@@ -479,13 +487,15 @@ def next_battle(
     """
     if not evaluator_id:
         raise ValueError("an evaluator id is required")
+    check_text(evaluator_id, Evaluator.id, "evaluator id")
+    check_text(source, Evaluator.source, "source")
     rng = rng or random.Random()
     data_dir = Path(data_dir)
-    for _ in range(5):  # retry only when a concurrent call of the same evaluator won the seq
+    for _ in range(5):  # retry only when a concurrent first call of the same evaluator inserted its row
         try:
             with Session(engine) as session, session.begin():
                 row = get_study(session, study)
-                _upsert_evaluator(session, evaluator_id, source)
+                _lock_evaluator(session, evaluator_id, source)
                 voted = select(Vote.battle_id).where(Vote.evaluator_id == evaluator_id)
                 open_battle = session.scalar(
                     select(Battle).where(
@@ -595,6 +605,7 @@ def submit_vote(
     Time to vote is measured on the server, from when the battle was last served.
     """
     clean = check_answers(answers)
+    check_text(app_version, Vote.app_version, "app_version")
     durable = engine.execution_options(**DURABLE)
     for _ in range(3):
         try:

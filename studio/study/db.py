@@ -18,6 +18,14 @@ Idempotency: `votes` has a unique constraint on (battle_id, evaluator_id), so a 
 submit finds the first row instead of writing a second one.
 
 Timestamps are naive UTC (`utc_now()`), the same on SQLite and PostgreSQL.
+
+What PostgreSQL (READ COMMITTED, shared by several app processes) needs beyond SQLite:
+- Transactions interleave instead of running one at a time, so whatever must be serialised
+  takes a lock: `next_battle` locks the evaluator's row (SELECT ... FOR UPDATE; without it two
+  tabs of one evaluator can both see cap-1 votes and both deal a battle), `migrate` an
+  advisory lock (two replicas starting on a fresh database both create the tables otherwise).
+- `String(n)` is enforced (SQLite stores any length) and text cannot hold NUL characters:
+  values from callers are checked up front with `check_text`, on both backends alike.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import DeclarativeBase, Mapped, QueryableAttribute, mapped_column
 from sqlalchemy.pool import StaticPool
 
 CRITERIA: tuple[str, ...] = ("3d_consistency", "camera", "overall")
@@ -65,6 +73,18 @@ def utc_now() -> datetime:
 def answer_column(criterion: str) -> str:
     """Column name of a criterion's answer (`3d_consistency` is not a Python identifier)."""
     return f"answer_{criterion}"
+
+
+def check_text(value: str, column: QueryableAttribute, what: str) -> str:
+    """`value` if it can be stored in `column` on every backend: within a String(n) column's
+    length (PostgreSQL refuses longer, SQLite stores it) and without NUL (PostgreSQL refuses it).
+    ValueError naming `what` otherwise."""
+    limit = getattr(column.type, "length", None)
+    if limit is not None and len(value) > limit:
+        raise ValueError(f"{what}: at most {limit} characters, got {len(value)}")
+    if "\x00" in value:
+        raise ValueError(f"{what}: the NUL character is not allowed")
+    return value
 
 
 def _answer_check(column: str) -> CheckConstraint:
@@ -134,8 +154,8 @@ class Evaluator(Base):
 class Battle(Base):
     """One blind pair shown to one evaluator; `seq` numbers an evaluator's battles in a study.
 
-    The unique (study, evaluator, seq) makes two concurrent `next_battle` calls of the same
-    evaluator create one battle, not two.
+    Two concurrent `next_battle` calls of the same evaluator create one battle, not two: they
+    run one at a time (the evaluator's row lock), and the unique (study, evaluator, seq) backs that.
     """
 
     __tablename__ = "battles"
@@ -236,6 +256,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
 )
 LATEST_VERSION = MIGRATIONS[-1].version
+MIGRATION_LOCK_KEY = 0x5354_5544_494F  # any constant: PostgreSQL advisory locks are per database
 
 
 def schema_version(conn: Connection) -> int:
@@ -253,6 +274,10 @@ def migrate(engine: Engine) -> int:
     created at the end (create_all skips existing ones), so adding a table needs no step.
     """
     with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Held to the end of this transaction: a second process starting at the same time
+            # waits here, then finds the schema in place. (SQLite's BEGIN IMMEDIATE does the same.)
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         current = schema_version(conn)
         if current == 0:
             Base.metadata.create_all(conn)

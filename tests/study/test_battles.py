@@ -27,6 +27,8 @@ from studio.study.media import generate_synthetic
 from studio.video import read_mp4
 from studio.study.stats import evaluator_summary
 
+pytestmark = pytest.mark.db_backends("sqlite", "postgresql")
+
 
 def test_study_spec_is_checked_up_front(engine, spec):
     with pytest.raises(ValueError, match="at least 2 systems"):

@@ -20,6 +20,7 @@ from studio.study.db import LATEST_VERSION, SchemaVersion, Vote, database_url, m
 from studio.study.media import generate_synthetic
 
 REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.db_backends("sqlite", "postgresql")
 
 
 def _vote_once(engine, data_dir, study, evaluator, answer="left"):
@@ -27,16 +28,21 @@ def _vote_once(engine, data_dir, study, evaluator, answer="left"):
     return submit_vote(engine, view.battle_id, evaluator, {"overall": answer}, "test")
 
 
-def test_fresh_database_is_current_and_in_wal_mode(engine):
+def test_fresh_database_is_current(engine):
     with engine.connect() as conn:
         assert schema_version(conn) == LATEST_VERSION
-        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         columns = {c["name"] for c in inspect(conn).get_columns("votes")}
     assert {"answer_3d_consistency", "answer_camera", "answer_overall", "time_to_vote_ms",
             "app_version", "created_at", "extra_json"} <= columns
     assert migrate(engine) == LATEST_VERSION  # a second start changes nothing
     with Session(engine) as s:
         assert s.scalars(select(SchemaVersion.version)).all() == list(range(1, LATEST_VERSION + 1))
+
+
+@pytest.mark.db_backends("sqlite")
+def test_sqlite_database_is_in_wal_mode(engine):
+    with engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
 
 def test_db_url_from_environment(tmp_path, monkeypatch):
@@ -165,6 +171,7 @@ BACKUP_COMMANDS = {
 }
 
 
+@pytest.mark.db_backends("sqlite")
 @pytest.mark.parametrize("tool", sorted(BACKUP_COMMANDS))
 def test_an_online_backup_taken_while_votes_arrive_loses_nothing(engine, data_dir, ready_study, tool, tmp_path):
     """Votes keep arriving from 4 threads while 3 backups are taken from another process: each
