@@ -10,8 +10,12 @@ refiner starts at zero).
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from training.pretrain_generator import PretrainConfig, assemble_pipeline, build_components
+
+if TYPE_CHECKING:
+    from studio.pipelines import WorldPipeline
 
 # Two layers of two 16-wide heads on a 4-channel latent, 5 frames of 32×32: a training epoch in a second.
 TINY = dict(num_frames=5, height=32, width=32, z_dim=4, max_sequence_length=16, text_dim=32, text_layers=1,
@@ -24,7 +28,7 @@ FIT_PROMPTS = [
 ]
 
 
-def random_generator(seed: int = 0, **sizes) -> "WorldPipeline":  # noqa: F821
+def random_generator(seed: int = 0, **sizes) -> WorldPipeline:
     """sizes: PretrainConfig fields (TINY, or nothing for the shipped model's sizes)."""
     import numpy as np
 
