@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from studio.study import battles, stats
 from studio.study.battles import GenerateFn, MetricsFn, PregenJob, StudySpec
-from studio.study.db import data_dir_from_env, make_engine
+from studio.study.db import Vote, check_text, data_dir_from_env, make_engine
 from studio.study.media import ServedMedia, default_served_dir, load_or_create_key
 
 DEFAULT_APP_VERSION = os.environ.get("STUDIO_APP_VERSION", "dev")
@@ -147,7 +147,9 @@ class StudyService:
         self.data_dir = data_dir_from_env(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.engine = engine or make_engine(db_url, self.data_dir)
-        self.generate, self.metrics, self.app_version = generate, metrics, app_version
+        # Checked once at start: a version the votes table cannot store would refuse every vote.
+        self.app_version = check_text(app_version, Vote.app_version, "STUDIO_APP_VERSION")
+        self.generate, self.metrics = generate, metrics
         self.jobs: dict[str, PregenJob] = {}
         # Pages get copies of the clips under opaque names, from a folder that holds nothing else;
         # the data dir (database, exports, runs) is never served.

@@ -165,3 +165,8 @@ def test_the_viewing_log_keeps_both_sides_when_they_end_at_the_same_time():
             t.join()
         assert {"left", "right"} in seen and log.played(7) == {"left", "right"}
     assert log.mark(8, "left", "ended") == frozenset()  # an end without a start is not a viewing
+
+
+def test_an_app_version_the_votes_table_cannot_store_is_refused_when_the_service_starts(tmp_path):
+    with pytest.raises(ValueError, match="STUDIO_APP_VERSION: at most 50 characters"):
+        StudyService(tmp_path, app_version="v" * 51)
