@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 HOST = "127.0.0.1"  # loopback only, by design
 

@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_upload import encode, make_case, scene_frames  # noqa: E402
 from studio import uploads  # noqa: E402

@@ -10,7 +10,7 @@ Prints two tables:
    move shuffled is still a set of consistent views, so where odometry recovers it only the path
    can show it (docs/geometry.md).
 
-Usage: python scripts/validate_geometry.py [--seeds 0 1 2] [--estimators ground-truth tinyworld] [--size 64]
+Usage: python -m scripts.validate_geometry [--seeds 0 1 2] [--estimators ground-truth tinyworld] [--size 64]
 """
 
 from __future__ import annotations
@@ -18,13 +18,10 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from studio.camera import MOVES, camera_clause  # noqa: E402
