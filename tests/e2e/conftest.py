@@ -58,3 +58,11 @@ def page(browser, studio, request):
     ARTIFACTS.mkdir(exist_ok=True)
     pg.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
     ctx.close()
+
+
+def pytest_collection_modifyitems(items):
+    """Everything under tests/e2e runs a live studio (most drive Chromium): `-m "not e2e"` skips it."""
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.e2e)
