@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     real, missing = _real_parts_available()
     pipeline = rewards = None
     if args.stand_in or not real:
-        from training.rewards import RewardSet
+        from studio.rewards import RewardSet
         from training.standin import random_generator
 
         print(f"stand-in model and reward ({'requested' if args.stand_in else 'missing: ' + missing})")

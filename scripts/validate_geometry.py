@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from studio.camera import MOVES, camera_clause  # noqa: E402
 from studio.geometry import ESTIMATORS, analyze  # noqa: E402
 from studio.geometry.metrics import umeyama_sim3  # noqa: E402
+from studio.rewards import with_trajectory_score  # noqa: E402
 from studio.geometry.projection import relative_to_first, rotation_angle_deg  # noqa: E402
 from studio.tinyworld import render_clip  # noqa: E402
 
@@ -126,9 +127,13 @@ def estimator_available(name: str) -> str | None:
 
 
 def run_analysis(frames, depth, K, prompt, estimator):
+    """The analysis, its metrics with World-R1's s_traj beside the trajectory errors (the tables show it)."""
     if estimator == "ground-truth":
-        return analyze(frames, prompt, "ground-truth", depth=depth, K=K, clip_scorer=None)
-    return analyze(frames, prompt, estimator, K=K, clip_scorer=None, estimator_kwargs=ESTIMATOR_KWARGS.get(estimator))
+        a = analyze(frames, prompt, "ground-truth", depth=depth, K=K, clip_scorer=None)
+    else:
+        a = analyze(frames, prompt, estimator, K=K, clip_scorer=None, estimator_kwargs=ESTIMATOR_KWARGS.get(estimator))
+    a.metrics = with_trajectory_score(a)
+    return a
 
 
 def fmt(x, nd=2):

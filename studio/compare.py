@@ -16,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from studio import rewards
 from studio.cache import cache_entry, digest
 from studio.util import atomic_write_json
 
@@ -64,8 +65,6 @@ class Comparison:
 
 def reward_components(prompt: str, frames: np.ndarray, analysis) -> dict[str, float]:
     """World-R1's reward components for one clip, from an existing analysis (no second analysis)."""
-    from training import rewards
-
     out = {}
     for name, fn in (("s_recon", rewards.s_recon), ("s_meta", rewards.s_meta), ("s_traj", rewards.s_traj),
                      ("r_gen", rewards.r_gen)):
@@ -153,7 +152,7 @@ def compare(
         stage(i, 0.65, f"{label}: 3D analysis")
         analysis = analyze(clip.frames, prompt, estimator=estimator)
         t2 = time.perf_counter()
-        metrics = {**{k: v for k, v in analysis.metrics.items()}, **reward_components(prompt, clip.frames, analysis)}
+        metrics = {**rewards.with_trajectory_score(analysis), **reward_components(prompt, clip.frames, analysis)}
         errors = metrics.pop("_errors", [])
         notes.extend(f"{label}: {e}" for e in errors)
         stage(i, 0.85, f"{label}: writing files")

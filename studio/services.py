@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from studio.rewards import with_trajectory_score
 from studio.training_service import TrainingService
 from studio.util import atomic_write_json
 
@@ -45,7 +46,8 @@ class Services:
         clip = load_pipeline(model, lora=lora).generate(prompt, seed=int(seed))
         clip.to_mp4(out_path)
         try:
-            metrics = {k: v for k, v in analyze(clip.frames, prompt).metrics.items() if isinstance(v, (int, float))}
+            analysis = analyze(clip.frames, prompt)
+            metrics = {k: v for k, v in with_trajectory_score(analysis).items() if isinstance(v, (int, float))}
         except Exception as e:  # noqa: BLE001 - metrics are optional beside the votes
             metrics = {"error": str(e)}
         atomic_write_json(Path(out_path).with_suffix(".metrics.json"), metrics)

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from studio.errors import UserError
+from studio.rewards import with_trajectory_score
 from studio.video import VideoInfo, VideoLimits, check_limits, fit_size, probe_video, read_video
 
 UPLOAD_FIELD = "Clip to analyse"
@@ -112,7 +113,7 @@ def analyze_upload(video_path: str | Path | None, prompt: str | None, out_dir: s
     files = {"depth_video": str(write_mp4(colorize_depth(analysis.depth), out / "depth.mp4")),
              "glb": str(analysis.write_glb(out / "points.glb")), "ply": str(analysis.write_ply(out / "points.ply"))}
     fig = trajectory_figure({"estimated": analysis.c2w}, title="Estimated camera path")
-    metrics = dict(analysis.metrics)
+    metrics = with_trajectory_score(analysis)
     metrics["degenerate"] = analysis.degenerate
     metrics["frames_analysed"] = f"{len(frames)} of {info.frames_upper_bound or '?'} at {frames.shape[2]}x{frames.shape[1]}"
     return {"metrics": metrics, "files": files, "figure": fig, "degenerate": analysis.degenerate,

@@ -6,7 +6,7 @@
 Every system generates every (prompt, seed) with the same seeds, so baseline and tuned start from
 the same initial noise (``prepare_latents`` draws noise from the seed alone). Each clip is analysed
 by the geometry engine (``studio.geometry.analyze``) and scored with the trainer's reward functions
-(``training.rewards``): the table holds depth_consistency_l1, recon_psnr, trajectory_error_deg,
+(``studio.rewards``): the table holds depth_consistency_l1, recon_psnr, trajectory_error_deg,
 clip_score and the reward components s_recon, s_meta, s_traj, r_gen.
 
 Statistics: seeds are averaged within a prompt first (they are not independent draws of the
@@ -134,7 +134,7 @@ def load_scorer_or_none(name: str | None):
     """The CLIP scorer through the rewards' cache (one instance per process), or None if missing."""
     if not name or name == "none" or name in _MISSING_SCORERS:
         return None
-    from training.rewards import get_scorer
+    from studio.rewards import get_scorer
 
     try:
         return get_scorer(name)
@@ -152,7 +152,7 @@ def measure_clip(frames: np.ndarray, prompt: str, estimator: str, scorer_name: s
     Returns (record, analysis); analysis is None without geometry or when the clip could not be
     reconstructed (then record["analysis_failed"] says why and the 3D numbers are missing).
     """
-    from training import rewards as R
+    from studio import rewards as R
 
     record: dict = dict(motion_magnitude(frames))
     scorer = load_scorer_or_none(scorer_name)

@@ -59,7 +59,7 @@ class Run:
     params: list  # the LoRA parameters
     optimizer: Any
     ema: Any  # diffusers EMAModel of params, or None
-    reward_set: Any  # training.rewards.RewardSet-like: (prompts, clips, **context) -> {name: values}
+    reward_set: Any  # studio.rewards.RewardSet-like: (prompts, clips, **context) -> {name: values}
     pool: Any  # training.rewards.RewardPool over reward_set
     sigmas: Any
     prompts: dict[str, list[str]]  # rigid, dynamic, eval

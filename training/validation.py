@@ -26,7 +26,7 @@ def attribute_watch(scorer_name: str, prompts: list[str], clips: list[np.ndarray
     """
     from studio.tinyworld.scene import parse_scene_prompt
     from training.eval_generator import attribute_accuracy, judge_attributes
-    from training.rewards import get_scorer
+    from studio.rewards import get_scorer
 
     rows, kept = [], []
     for prompt, clip in zip(prompts, clips):

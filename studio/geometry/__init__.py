@@ -30,7 +30,7 @@ class Analysis:
     confidence: np.ndarray     # (F, H, W) per-pixel depth confidence x per-frame pose confidence
     points: np.ndarray         # (N, 3) fused world points
     colors: np.ndarray         # (N, 3) float32 in [0, 1]
-    metrics: dict              # depth_consistency_l1, recon_psnr, recon_ssim, trajectory_error_deg, s_traj, clip_score,
+    metrics: dict              # depth_consistency_l1, recon_psnr, recon_ssim, trajectory_error_deg, clip_score,
                                # trajectory_smoothness, ...
     timings: dict              # wall seconds per stage (STAGES) and total
     pose_report: list          # one PairReport per consecutive frame pair
@@ -40,6 +40,7 @@ class Analysis:
     warnings: list[str] = field(default_factory=list)
     cpu_timings: dict = field(default_factory=dict)   # process CPU seconds per stage and total (wall varies with load)
     degenerate: str | None = None   # why the clip has no 3D consistency to measure (blank, noise, frozen), or None
+    trajectory: dict | None = None  # metrics.compare_trajectories against the target path; None without one
 
     def to_dict(self) -> dict:
         """Plain JSON-able summary (no per-pixel arrays)."""
@@ -115,7 +116,8 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
     """Reconstruct a clip and measure how well it holds together in 3D.
 
     frames: uint8 (F, H, W, 3), F >= 2. prompt: its camera clause sets the target path for
-    trajectory_error_deg and s_traj (None / no clause: trajectory_error_deg None, s_traj 0).
+    trajectory_error_deg and the trajectory comparison (None / no clause: trajectory_error_deg None,
+    trajectory None; World-R1's S_traj is computed from it in studio.rewards).
     estimator: "tinyworld", "depth-anything" or "ground-truth" (then pass depth=, optionally K=).
     clip_scorer: studio.scoring scorer name for clip_score, or None to skip it.
     Deterministic: the same inputs give the same numbers.
@@ -161,7 +163,8 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
 
     metrics: dict = {"depth_consistency_l1": M.depth_consistency_l1(est.depth, est.K, poses.c2w, est.confidence)}
     metrics.update(M.recon_scores(frames, renders, covered, est.depth, est.confidence))
-    metrics.update(_trajectory_metrics(prompt, poses.c2w, est.depth))
+    trajectory = _compare_to_target(prompt, poses.c2w, est.depth)
+    metrics.update(_trajectory_metrics(trajectory))
     metrics.update(M.trajectory_smoothness(poses.c2w, unit_length=focus_distance(est.depth)))
     metrics["pose_ok_fraction"] = float(np.mean([r.ok for r in poses.report]))
     metrics["num_points"] = int(len(points))
@@ -178,7 +181,7 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
     return Analysis(depth=est.depth, K=est.K, c2w=poses.c2w, confidence=confidence, points=points, colors=colors,
                     metrics=metrics, timings=timings, cpu_timings=cpu_timings,
                     pose_report=poses.report, renders=renders if keep_renders else None, estimator=estimator,
-                    prompt=prompt, warnings=warnings, degenerate=degenerate)
+                    prompt=prompt, warnings=warnings, degenerate=degenerate, trajectory=trajectory)
 
 
 class _StageClock:
@@ -200,18 +203,24 @@ class _StageClock:
         return ({k: round(v, 4) for k, v in self.wall.items()}, {k: round(v, 4) for k, v in self.cpu.items()})
 
 
-def _trajectory_metrics(prompt: str | None, c2w: np.ndarray, depth: np.ndarray) -> dict:
+def _compare_to_target(prompt: str | None, c2w: np.ndarray, depth: np.ndarray) -> dict | None:
     from studio.geometry import metrics as M
 
     target = M.target_trajectory(prompt, len(c2w))
     if target is None:
+        return None
+    return M.compare_trajectories(c2w, target, unit_length=focus_distance(depth))
+
+
+def _trajectory_metrics(cmp: dict | None) -> dict:
+    from studio.geometry import metrics as M
+
+    if cmp is None:
         return {"trajectory_error_deg": None, "trajectory_rotation_error_deg": None,
-                "trajectory_direction_error_deg": None, "s_traj": 0.0}
-    cmp = M.compare_trajectories(c2w, target, unit_length=focus_distance(depth))
+                "trajectory_direction_error_deg": None}
     return {"trajectory_error_deg": M.trajectory_error_deg(cmp),
             "trajectory_rotation_error_deg": cmp["mean_rotation_error_deg"],
-            "trajectory_direction_error_deg": cmp["translation_direction_error_deg"],
-            "s_traj": M.s_traj(cmp)}
+            "trajectory_direction_error_deg": cmp["translation_direction_error_deg"]}
 
 
 def focus_distance(depth: np.ndarray) -> float:

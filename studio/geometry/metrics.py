@@ -1,8 +1,9 @@
 """3D-consistency metrics of a clip: depth consistency, re-render quality, camera path vs prompt.
 
 Conventions: depth (F, H, W) with 0 = nothing; c2w (F, 4, 4) OpenCV axes; frames uint8.
-The trajectory measures follow world-r1-method.md section 3 (S_traj) exactly; choices the
-method leaves open are stated where they are made.
+The trajectory comparison is what World-R1's S_traj (world-r1-method.md section 3; the score
+itself is studio.rewards.trajectory_score) is computed from; choices the method leaves open are
+stated where they are made.
 """
 
 from __future__ import annotations
@@ -276,7 +277,8 @@ def _rotation_length_deg(R: np.ndarray) -> float:
 
 
 def compare_trajectories(pred_c2w: np.ndarray, target_c2w: np.ndarray, unit_length: float = 1.0) -> dict:
-    """Everything S_traj and trajectory_error_deg need, after re-expressing both paths to their first pose.
+    """Everything trajectory_error_deg and S_traj (studio.rewards.trajectory_score) need, after
+    re-expressing both paths to their first pose.
 
     Predicted centres are scaled by the Umeyama Sim(3) scale to the target. Only the scale is
     applied: both paths already share their first pose, and applying the Sim(3) rotation too would
@@ -363,43 +365,6 @@ def move_trajectory_errors(pred_c2w: np.ndarray, prompt: str | None, unit_length
             continue
         errors.append(trajectory_error_deg(compare_trajectories(pred[a:b + 1], target[a:b + 1], unit_length)))
     return errors
-
-
-# World-R1's constants (the 1 in max(L/(N-1), 1), the 3 in exp(-L/3)) are in its units, where the
-# scene plane sits at depth 1000; our paths are in units of the focus distance.
-WORLD_R1_UNITS = 1000.0
-
-
-def s_traj(cmp: dict) -> float:
-    """World-R1's trajectory-alignment score in [0, 1] (world-r1-method.md section 3, item 4)."""
-    n = cmp["num_frames"]
-    u = WORLD_R1_UNITS
-    L_p, L_t = cmp["path_length_pred"] * u, cmp["path_length_target"] * u
-    th_p, th_t = cmp["rotation_pred_deg"], cmp["rotation_target_deg"]
-    if cmp["translates"]:
-        a, b = cmp["centres_pred"].reshape(-1), cmp["centres_target"].reshape(-1)
-        denom = np.linalg.norm(a) * np.linalg.norm(b)
-        cos = float(a @ b / denom) if denom > 0 else 0.0
-        P = 0.5 * (1 + cos)
-        E = float(np.exp(-abs(np.log(max(L_p, 1e-12) / L_t))))
-        M = float(np.exp(-cmp["mean_centre_error"] * u / (2 * max(L_t / (n - 1), 1.0))))
-        T = 0.4 * P + 0.3 * E + 0.3 * M
-    else:
-        T = float(np.exp(-L_p / 3))
-    if cmp["rotates"]:
-        R = (0.5 * np.exp(-cmp["mean_rotation_error_deg"] / 6) + 0.3 * np.exp(-cmp["last_rotation_error_deg"] / 6)
-             + 0.2 * np.exp(-abs(np.log(max(th_p, 1e-12) / th_t))))
-    else:
-        R = float(np.exp(-th_p / 5))
-    if not cmp["translates"] and not cmp["rotates"]:
-        score = T * R
-    elif cmp["rotates"] and not cmp["translates"]:
-        score = 0.2 * T + 0.8 * R
-    elif cmp["translates"] and not cmp["rotates"]:
-        score = 0.8 * T + 0.2 * R
-    else:
-        score = 0.5 * (T + R)
-    return float(np.clip(score, 0.0, 1.0))
 
 
 # Scales of the smoothness score: a jerk of either size alone divides the score by e. Measured on

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from studio.geometry import analyze
+from studio.rewards import trajectory_score
 from studio.tinyworld import render_clip
 
 SCENE = "a red cube and a blue sphere on a checker floor."
@@ -52,7 +53,7 @@ def test_analysis_holds_shapes_metrics_and_timings(orbit):
     assert m["depth_consistency_l1"] < 0.01            # measured 0.003
     assert m["recon_psnr"] > 20 and m["recon_ssim"] > 0.7   # measured 30.6 dB, 0.975
     assert m["trajectory_error_deg"] < 3.0             # measured 0.76
-    assert m["s_traj"] > 0.9
+    assert trajectory_score(a.trajectory) > 0.9
     assert m["clip_score"] is None                     # clip_scorer=None skips it
     json.dumps(a.to_dict())                            # plain data
 
@@ -81,7 +82,7 @@ def test_no_camera_clause_no_trajectory_and_missing_scorer_is_a_warning(orbit):
     clip, _ = orbit
     a = analyze(clip.frames[:5], SCENE, "ground-truth", depth=clip.depth[:5], K=clip.K,
                 clip_scorer="tinyworld")
-    assert a.metrics["trajectory_error_deg"] is None and a.metrics["s_traj"] == 0.0
+    assert a.metrics["trajectory_error_deg"] is None and a.trajectory is None and trajectory_score(a.trajectory) == 0.0
     if a.metrics["clip_score"] is None:                # the TinyWorld CLIP weights are not trained yet
         assert any("clip_score unavailable" in w for w in a.warnings)
     else:
@@ -93,7 +94,7 @@ def test_wrong_camera_clause_triples_the_trajectory_error(orbit):
     wrong = analyze(clip.frames, f"{SCENE} Camera orbit left.", "ground-truth", depth=clip.depth, K=clip.K,
                     clip_scorer=None)
     assert wrong.metrics["trajectory_error_deg"] >= 3 * a.metrics["trajectory_error_deg"]   # measured 216x
-    assert wrong.metrics["s_traj"] < a.metrics["s_traj"] - 0.3
+    assert trajectory_score(wrong.trajectory) < trajectory_score(a.trajectory) - 0.3
 
 
 def test_teleporting_object_scores_clearly_worse(orbit):

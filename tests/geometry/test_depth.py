@@ -113,6 +113,7 @@ def test_analyze_runs_end_to_end_with_the_default_estimator(tiny_tinyworld_net):
     clip = render_clip("a red cube on a checker floor. Camera pan left.", num_frames=5, seed=0)
     a = analyze(clip.frames, clip.prompt, estimator_kwargs={"path": str(tiny_tinyworld_net)}, clip_scorer=None)
     assert a.estimator == "tinyworld" and a.depth.shape == (5, 64, 64) and a.c2w.shape == (5, 4, 4)
-    assert {"depth_consistency_l1", "recon_psnr", "recon_ssim", "trajectory_error_deg", "s_traj", "clip_score",
+    assert {"depth_consistency_l1", "recon_psnr", "recon_ssim", "trajectory_error_deg", "clip_score",
             "trajectory_smoothness"} <= set(a.metrics)
+    assert a.trajectory is not None and a.trajectory["num_frames"] == 5
     assert set(a.cpu_timings) == set(a.timings)

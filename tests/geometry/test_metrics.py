@@ -8,6 +8,7 @@ from studio.camera import camera_trajectory
 from studio.geometry import metrics as M
 from studio.geometry.fusion import render_points
 from studio.geometry.projection import default_intrinsics
+from studio.rewards import WORLD_R1_UNITS, trajectory_score
 
 
 def _rot_y(deg):
@@ -34,7 +35,7 @@ def test_s_traj_is_one_for_a_perfect_path_at_any_scale(moves):
     world[:3, :3] = _rot_y(40)
     world[:3, 3] = [5, 1, 2]
     cmp = M.compare_trajectories(world[None] @ pred, target, unit_length=3.7)  # any first pose
-    assert M.s_traj(cmp) == pytest.approx(1.0, abs=1e-9)
+    assert trajectory_score(cmp) == pytest.approx(1.0, abs=1e-9)
     assert M.trajectory_error_deg(cmp) == pytest.approx(0.0, abs=1e-6)
 
 
@@ -52,11 +53,11 @@ def test_s_traj_matches_the_formula_by_hand_for_a_translation_only_target():
     P = 0.5 * (1 + (z_p @ z_t) / np.linalg.norm(z_p) / np.linalg.norm(z_t))  # cosine of the sequences
     E = np.exp(-abs(np.log(s * 0.6 / 0.6)))
     # Lengths enter World-R1's constants in its units (scene plane at depth 1000, ours at 1).
-    u = M.WORLD_R1_UNITS
+    u = WORLD_R1_UNITS
     M_ = np.exp(-u * np.abs(s * z_p - z_t).mean() / (2 * max(u * 0.6 / 4, 1)))
     T = 0.4 * P + 0.3 * E + 0.3 * M_
     R = 1.0  # the target does not rotate and neither does the prediction: exp(-0/5)
-    assert M.s_traj(cmp) == pytest.approx(0.8 * T + 0.2 * R, abs=1e-12)
+    assert trajectory_score(cmp) == pytest.approx(0.8 * T + 0.2 * R, abs=1e-12)
 
 
 def test_wrong_direction_of_travel_is_caught_by_trajectory_error():
@@ -64,7 +65,7 @@ def test_wrong_direction_of_travel_is_caught_by_trajectory_error():
     cmp = M.compare_trajectories(pull, push)
     assert cmp["translation_direction_error_deg"] == pytest.approx(180.0)
     assert M.trajectory_error_deg(cmp) == pytest.approx(180.0)
-    assert M.s_traj(cmp) < 0.7
+    assert trajectory_score(cmp) < 0.7
     pan_l, pan_r = camera_trajectory(["pan_left"], 17), camera_trajectory(["pan_right"], 17)
     cmp = M.compare_trajectories(pan_r, pan_l)
     # Rotation errors grow linearly to 28 degrees: mean over frames 1..16 of 28 * f / 16.

@@ -128,7 +128,7 @@ def tiny_scorer(tmp_path_factory):
 
 @pytest.fixture
 def with_scorer(monkeypatch, tiny_scorer):
-    from training import rewards
+    from studio import rewards
 
     monkeypatch.setitem(rewards._scorers, CLIP_NAME, tiny_scorer)
     yield CLIP_NAME

@@ -4,10 +4,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from training.config import TrainConfig
-from training.rewards import (
+from studio.rewards import (
     FailedAnalysis,
-    RewardPool,
     RewardSet,
     as_frames,
     combine,
@@ -16,8 +14,9 @@ from training.rewards import (
     s_meta,
     s_recon,
     s_traj,
-    world_r1_rewards,
 )
+from training.config import TrainConfig
+from training.rewards import RewardPool, world_r1_rewards
 
 
 def clip(value=128, frames=3):
@@ -83,7 +82,7 @@ def test_reward_set_runs_the_geometry_analysis_once_per_rigid_clip(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "studio.geometry", types.SimpleNamespace(analyze=analyze))
     monkeypatch.setitem(sys.modules, "studio.scoring", types.SimpleNamespace(load_scorer=lambda name: FakeScorer()))
-    monkeypatch.setattr("training.rewards._scorers", {})
+    monkeypatch.setattr("studio.rewards._scorers", {})
     cfg = TrainConfig()
     reward = world_r1_rewards(cfg)
     out = reward(["rigid", "fluid"], [clip(), clip()], use_3d=[True, False])
@@ -143,7 +142,7 @@ def _plane_analysis(shift: float):
 
 
 def test_novel_view_renders_beyond_the_farthest_camera(monkeypatch):
-    from training.rewards import novel_view
+    from studio.rewards import novel_view
 
     image, coverage, far = novel_view(_plane_analysis(0.5), push=1.5)
     assert far == 1
@@ -157,7 +156,7 @@ def test_novel_view_renders_beyond_the_farthest_camera(monkeypatch):
         def score(self, frames, text):
             return 0.8
 
-    monkeypatch.setattr("training.rewards._scorers", {"fake": FakeScorer()})
+    monkeypatch.setattr("studio.rewards._scorers", {"fake": FakeScorer()})
     value = s_meta(["p"], [clip()], analyses=[_plane_analysis(0.5)], scorer="fake")[0]
     _, coverage_at_far, _ = novel_view(_plane_analysis(0.5))
     assert value == pytest.approx(coverage_at_far)  # the view scores like the frame: ratio 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 def brightness_rewards():
     """A cheap, deterministic reward set for loop tests: mean brightness plus a red-channel term."""
-    from training.rewards import RewardSet
+    from studio.rewards import RewardSet
 
     def bright(prompts, clips, **_):
         return [float(c.mean() / 255.0) for c in clips]
