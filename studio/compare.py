@@ -150,7 +150,7 @@ def compare(
         """Analysis and files of one side; runs while the next side generates."""
         t1 = time.perf_counter()
         stage(i, 0.65, f"{label}: 3D analysis")
-        analysis = analyze(clip.frames, prompt, estimator=estimator)
+        analysis = analyze(clip.frames, prompt, estimator=estimator, target_c2w=clip.trajectory)
         t2 = time.perf_counter()
         metrics = {**rewards.with_trajectory_score(analysis), **reward_components(prompt, clip.frames, analysis)}
         errors = metrics.pop("_errors", [])
@@ -181,10 +181,10 @@ def compare(
 
     target = sides[0].clip.trajectory
     paths = {}
-    if sides[0].clip.moves:
+    if target is not None:
         paths["target"] = target
     for s in sides:
-        paths[s.label] = _aligned_path(s.analysis.c2w, target) if sides[0].clip.moves else s.analysis.c2w
+        paths[s.label] = _aligned_path(s.analysis.c2w, target) if target is not None else s.analysis.c2w
     figure = trajectory_figure(paths, title="Camera paths (estimated, aligned to the prompt's path)")
     table = metric_table(sides[0].metrics, sides[1].metrics if len(sides) > 1 else None)
     report = {

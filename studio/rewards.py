@@ -73,20 +73,29 @@ class FailedAnalysis:
     metrics: dict = field(default_factory=dict)
 
 
-def analyze_clips(prompts: Sequence[str], clips: Sequence[Any], use_3d=None, estimator: str = "", scorer: str | None = None) -> list:
-    """studio.geometry.analyze for each clip whose R_3D is on; None for the others."""
+def analyze_clips(prompts: Sequence[str], clips: Sequence[Any], use_3d=None, estimator: str = "", scorer: str | None = None,
+                  targets: Sequence[np.ndarray | None] | None = None) -> list:
+    """studio.geometry.analyze for each clip whose R_3D is on; None for the others.
+
+    targets: each clip's target camera path (the pipeline's camera_paths); without them the
+    prompts' camera clauses are parsed again.
+    """
     from studio.geometry import analyze
 
     kwargs: dict = {"clip_scorer": scorer}
     if estimator:
         kwargs["estimator"] = estimator
+    if targets is None:
+        targets = [None] * len(clips)
+    if len(targets) != len(clips):
+        raise ValueError(f"{len(targets)} target paths for {len(clips)} clips")
     out = []
-    for p, c, on in zip(prompts, clips, _flags(use_3d, len(clips))):
+    for p, c, on, target in zip(prompts, clips, _flags(use_3d, len(clips)), targets):
         if not on:
             out.append(None)
             continue
         try:
-            out.append(analyze(as_frames(c), p, **kwargs))
+            out.append(analyze(as_frames(c), p, target_c2w=target, **kwargs))
         except ValueError as e:  # a clip too broken to reconstruct is a bad sample, not a crash
             out.append(FailedAnalysis(str(e)))
         except (ArithmeticError, IndexError, RuntimeError, np.linalg.LinAlgError) as e:
@@ -100,7 +109,8 @@ def analyze_clips(prompts: Sequence[str], clips: Sequence[Any], use_3d=None, est
 def _analyses(prompts, clips, context) -> list:
     analyses = context.get("analyses")
     if analyses is None:
-        analyses = analyze_clips(prompts, clips, context.get("use_3d"), context.get("estimator", ""), context.get("scorer"))
+        analyses = analyze_clips(prompts, clips, context.get("use_3d"), context.get("estimator", ""), context.get("scorer"),
+                                 context.get("targets"))
     if len(analyses) != len(clips):
         raise ValueError(f"{len(analyses)} analyses for {len(clips)} clips")
     return analyses
@@ -367,12 +377,16 @@ class RewardSet:
     norm: str = "none"
     context: dict = field(default_factory=dict)  # passed to every function (estimator, scorer, …)
 
-    def __call__(self, prompts, clips, use_3d=None) -> dict[str, np.ndarray]:
+    def __call__(self, prompts, clips, use_3d=None, targets=None) -> dict[str, np.ndarray]:
+        """targets: each clip's target camera path (None: parsed from its prompt), for the analysis."""
         clips = [as_frames(c) for c in clips]
         flags = _flags(use_3d, len(clips))
         ctx = dict(self.context, use_3d=flags)
+        if targets is not None:
+            ctx["targets"] = list(targets)
         if any(self.weights.get(n, 0) for n in COMPONENTS_3D if n in self.functions) and "analyses" not in ctx:
-            ctx["analyses"] = analyze_clips(prompts, clips, flags, ctx.get("estimator", ""), ctx.get("scorer"))
+            ctx["analyses"] = analyze_clips(prompts, clips, flags, ctx.get("estimator", ""), ctx.get("scorer"),
+                                            ctx.get("targets"))
         out = {}
         for name, fn in self.functions.items():
             values = np.asarray(fn(list(prompts), clips, **ctx), dtype=np.float64)

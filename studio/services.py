@@ -46,7 +46,7 @@ class Services:
         clip = load_pipeline(model, lora=lora).generate(prompt, seed=int(seed))
         clip.to_mp4(out_path)
         try:
-            analysis = analyze(clip.frames, prompt)
+            analysis = analyze(clip.frames, prompt, target_c2w=clip.trajectory)
             metrics = {k: v for k, v in with_trajectory_score(analysis).items() if isinstance(v, (int, float))}
         except Exception as e:  # noqa: BLE001 - metrics are optional beside the votes
             metrics = {"error": str(e)}

@@ -123,6 +123,10 @@ def test_trainer_contract(wan_dir):
     delta = pipe.camera_delta(lat, prompts, seeds, 9)
     assert delta.shape == lat.shape
     assert delta[0].abs().max() > 0 and torch.count_nonzero(delta[1]) == 0
+    # The target paths, computed once by the caller, give the same delta as the prompts.
+    paths = pipe.camera_paths(prompts, 9)
+    assert paths[0].shape == (9, 4, 4) and paths[1] is None
+    assert torch.equal(pipe.camera_delta(lat, prompts, seeds, 9, paths=paths), delta)
     assert torch.equal(pipe.inject(lat, delta, 20), lat)
     sig = pipe.sigmas(10)
     assert sig.shape == (11,) and sig[0] == 1 and sig[-1] == 0 and bool((sig[1:] < sig[:-1]).all())

@@ -77,12 +77,13 @@ def per_sample(t, n: int):
     return t.expand(n, *t.shape[1:]) if t.shape[0] == 1 and n > 1 else t
 
 
-def camera_injector(pipe, latents, prompts, seeds, cfg: TrainConfig):
+def camera_injector(pipe, latents, prompts, seeds, cfg: TrainConfig, paths=None):
     """after_step(x, k) adding the camera-aware stepwise delta (method §5), or None when the camera
-    init is off, the pipeline has none, or no prompt in the batch has a camera clause."""
+    init is off, the pipeline has none, or no prompt in the batch has a camera clause.
+    paths: the prompts' target trajectories (pipe.camera_paths), when the caller has them."""
     if not cfg.camera_init or not hasattr(pipe, "camera_delta"):
         return None
-    delta = pipe.camera_delta(latents, prompts, seeds, cfg.num_frames)
+    delta = pipe.camera_delta(latents, prompts, seeds, cfg.num_frames, paths=paths)
     if not bool(delta.abs().amax() > 0):
         return None
     return lambda x, k: pipe.inject(x, delta, k)

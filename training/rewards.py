@@ -60,13 +60,14 @@ class RewardPool:
         self.reward_set = reward_set
         self.executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reward")
 
-    def _run(self, prompts, clips, use_3d) -> RewardResult:
+    def _run(self, prompts, clips, use_3d, targets) -> RewardResult:
         start = time.perf_counter()
-        values = self.reward_set(prompts, clips, use_3d=use_3d)
+        values = self.reward_set(prompts, clips, use_3d=use_3d, **({} if targets is None else {"targets": targets}))
         return RewardResult(values, time.perf_counter() - start)
 
-    def submit(self, prompts, clips, use_3d=None) -> Future:
-        return self.executor.submit(self._run, list(prompts), [as_frames(c) for c in clips], use_3d)
+    def submit(self, prompts, clips, use_3d=None, targets=None) -> Future:
+        """targets: each clip's target camera path (the pipeline's camera_paths), passed on to the reward set."""
+        return self.executor.submit(self._run, list(prompts), [as_frames(c) for c in clips], use_3d, targets)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)

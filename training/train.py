@@ -164,20 +164,23 @@ def rollout(run: Run, epoch: int, rounds: list, steps: list[int], timing: dict) 
         with torch.no_grad(), run.accelerator.autocast():
             cond, uncond = run.pipe.encode_prompt(prompts, cfg.guidance_scale)
             uncond = per_sample(uncond, B)
-            latents = run.pipe.prepare_latents(prompts, seeds, cfg.num_frames, cfg.height, cfg.width, camera_init=cfg.camera_init)
+            # The target camera paths, once: the camera init warps along them and the reward measures against them.
+            paths = run.pipe.camera_paths(prompts, cfg.num_frames)
+            latents = run.pipe.prepare_latents(prompts, seeds, cfg.num_frames, cfg.height, cfg.width,
+                                               camera_init=cfg.camera_init, paths=paths)
             # One SDE generator per item, seeded by its place in the round: the same noise however
             # the round is split across processes.
             gens = [torch.Generator(device=latents.device).manual_seed(sde_seed(cfg.seed, epoch, r, i)) for i in range(mine.start, mine.stop)]
             velocity = lambda x, sigma, c=cond, u=uncond: run.pipe.predict_velocity(x, sigma, c, u, cfg.guidance_scale)  # noqa: E731
             ro = sde_rollout(velocity, latents, run.sigmas, steps, cfg.noise_level, gens,
-                             camera_injector(run.pipe, latents, prompts, seeds, cfg))
+                             camera_injector(run.pipe, latents, prompts, seeds, cfg, paths))
         t1 = time.perf_counter()
         with torch.no_grad():
             frames = np.asarray(run.pipe.decode_latents(ro.final_latents))
         timing["rollout"] += t1 - t0
         timing["decode"] += time.perf_counter() - t1
         batches.append(dict(ro=ro, cond=cond, uncond=uncond, group_ids=plan.group_ids[mine], use_3d=plan.use_3d[mine],
-                            rewards=run.pool.submit(prompts, list(frames), plan.use_3d[mine])))
+                            rewards=run.pool.submit(prompts, list(frames), plan.use_3d[mine], targets=paths)))
     return batches
 
 

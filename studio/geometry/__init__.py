@@ -111,13 +111,15 @@ def _estimator(name: str, depth, K, kwargs: dict | None):
 
 
 def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tinyworld", *,
-            depth: np.ndarray | None = None, K: np.ndarray | None = None, estimator_kwargs: dict | None = None,
+            target_c2w: np.ndarray | None = None, depth: np.ndarray | None = None, K: np.ndarray | None = None, estimator_kwargs: dict | None = None,
             clip_scorer: str | None = "tinyworld", odometry_settings=None, keep_renders: bool = False) -> Analysis:
     """Reconstruct a clip and measure how well it holds together in 3D.
 
-    frames: uint8 (F, H, W, 3), F >= 2. prompt: its camera clause sets the target path for
-    trajectory_error_deg and the trajectory comparison (None / no clause: trajectory_error_deg None,
-    trajectory None; World-R1's S_traj is computed from it in studio.rewards).
+    frames: uint8 (F, H, W, 3), F >= 2. target_c2w: the camera path the clip was asked for
+    (F, 4, 4), relative to the first camera (a Clip's `trajectory`), against which
+    trajectory_error_deg and the trajectory comparison are measured; without it the prompt's camera
+    clause is parsed for one (None / no clause: trajectory_error_deg None, trajectory None).
+    World-R1's S_traj is computed from the comparison in studio.rewards.
     estimator: "tinyworld", "depth-anything" or "ground-truth" (then pass depth=, optionally K=).
     clip_scorer: studio.scoring scorer name for clip_score, or None to skip it.
     Deterministic: the same inputs give the same numbers.
@@ -129,6 +131,13 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
     check_inputs(frames, depth, K)
     if prompt is not None and not isinstance(prompt, str):
         raise ValueError(f"prompt must be a string or None, got {type(prompt).__name__}")
+    if target_c2w is None:
+        target_c2w = M.target_trajectory(prompt, len(frames))
+    else:
+        target_c2w = np.asarray(target_c2w, dtype=np.float64)
+        if target_c2w.shape != (len(frames), 4, 4) or not np.all(np.isfinite(target_c2w)):
+            raise ValueError(f"target_c2w must be a finite ({len(frames)}, 4, 4) camera path, one pose per frame, "
+                             f"got shape {target_c2w.shape}")
     warnings: list[str] = []
     # A blank, noise or frozen clip re-renders perfectly (or not at all) whatever its geometry:
     # its numbers are computed as usual but say nothing, and rewards score it at the bottom.
@@ -163,7 +172,9 @@ def analyze(frames: np.ndarray, prompt: str | None = None, estimator: str = "tin
 
     metrics: dict = {"depth_consistency_l1": M.depth_consistency_l1(est.depth, est.K, poses.c2w, est.confidence)}
     metrics.update(M.recon_scores(frames, renders, covered, est.depth, est.confidence))
-    trajectory = _compare_to_target(prompt, poses.c2w, est.depth)
+    trajectory = None
+    if target_c2w is not None:
+        trajectory = M.compare_trajectories(poses.c2w, target_c2w, unit_length=focus_distance(est.depth))
     metrics.update(_trajectory_metrics(trajectory))
     metrics.update(M.trajectory_smoothness(poses.c2w, unit_length=focus_distance(est.depth)))
     metrics["pose_ok_fraction"] = float(np.mean([r.ok for r in poses.report]))
@@ -201,15 +212,6 @@ class _StageClock:
         self.wall["total"] = time.perf_counter() - self.start[0]
         self.cpu["total"] = time.process_time() - self.start[1]
         return ({k: round(v, 4) for k, v in self.wall.items()}, {k: round(v, 4) for k, v in self.cpu.items()})
-
-
-def _compare_to_target(prompt: str | None, c2w: np.ndarray, depth: np.ndarray) -> dict | None:
-    from studio.geometry import metrics as M
-
-    target = M.target_trajectory(prompt, len(c2w))
-    if target is None:
-        return None
-    return M.compare_trajectories(c2w, target, unit_length=focus_distance(depth))
 
 
 def _trajectory_metrics(cmp: dict | None) -> dict:

@@ -25,12 +25,12 @@ T = (F - 1) / 4 + 1, h = H / 8, w = W / 8; flow matching x_σ = (1 − σ)·x0 +
   to get a private pipeline for training).
 - ``pipe.encode_prompt(prompts, guidance) -> (cond, uncond)``: text embeddings
   (B, L, D); ``uncond`` is the empty prompt's, or None when ``guidance == 1``.
-- ``pipe.prepare_latents(prompts, seeds, num_frames, height, width, camera_init=False)``:
+- ``pipe.prepare_latents(prompts, seeds, num_frames, height, width, camera_init=False, paths=None)``:
   the starting latents. Sample i's noise depends only on ``seeds[i]`` (so baseline and tuned
   start from the same noise). In the default ``stepwise_delta`` mode the start is plain noise
   even with ``camera_init`` (the camera enters through ``inject``); in ``warped_start`` mode
   it is the warped noise itself.
-- ``pipe.camera_delta(latents, prompts, seeds, num_frames) -> delta`` (B, C, T, h, w): the
+- ``pipe.camera_delta(latents, prompts, seeds, num_frames, paths=None) -> delta`` (B, C, T, h, w): the
   normalised low-passed warped-minus-fresh noise (zero for prompts without a camera clause);
   ``pipe.inject(latents, delta, step) -> latents`` after denoising step ``step`` (0-based) adds
   it during the first ``warp_steps`` steps (method doc §5; a no-op afterwards).
@@ -39,7 +39,9 @@ T = (F - 1) / 4 + 1, h = H / 8, w = W / 8; flow matching x_σ = (1 − σ)·x0 +
 - ``pipe.predict_velocity(latents, sigma, cond, uncond, guidance) -> v``: the velocity with
   classifier-free guidance v_u + w·(v_c − v_u) applied (one batched forward pass).
 - ``pipe.decode_latents(latents) -> np.ndarray`` uint8 (B, F, H, W, 3).
-- ``pipe.camera_path(prompt, num_frames) -> (moves, c2w)``: the target trajectory.
+- ``pipe.camera_path(prompt, num_frames) -> (moves, c2w)``: the target trajectory (None without a camera
+  clause); ``pipe.camera_paths(prompts, num_frames)`` one per prompt, which ``prepare_latents`` and
+  ``camera_delta`` take as ``paths=`` instead of parsing the prompts again.
 
 Sampling is Euler on ``sigmas(steps)`` for every backend (also Wan, whose checkpoints ship
 UniPC), so generation equals the trainer's SDE rollout with noise level 0.

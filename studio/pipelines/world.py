@@ -22,13 +22,14 @@ MAX_PROMPT_CHARS = 2000
 @dataclass
 class Clip:
     """A generated clip. frames: uint8 (F, H, W, 3); trajectory: target c2w (F, 4, 4), OpenCV axes,
-    relative to the first camera, distances in units of the focus distance."""
+    relative to the first camera, distances in units of the focus distance; None when the prompt
+    has no camera clause."""
 
     frames: np.ndarray
     prompt: str
     seed: int
     moves: list[str]
-    trajectory: np.ndarray
+    trajectory: np.ndarray | None
     camera_init: bool
     steps: int
     guidance: float
@@ -216,12 +217,16 @@ class WorldPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
             return cond.to(self.device, dtype), (None if uncond is None else uncond.to(self.device, dtype))
 
     # ------------------------------------------------------------------ 3. latents + camera
-    def camera_path(self, prompt: str, num_frames: int) -> tuple[list[str], np.ndarray]:
-        """The prompt's camera moves and target trajectory (F, 4, 4), focus distance 1."""
+    def camera_path(self, prompt: str, num_frames: int) -> tuple[list[str], np.ndarray | None]:
+        """The prompt's camera moves and target trajectory (F, 4, 4), focus distance 1 (None without a clause)."""
         from studio.camera import camera_trajectory, parse_camera_motion
 
         moves = parse_camera_motion(prompt)
-        return moves, camera_trajectory(moves, num_frames, focus=1.0)
+        return moves, (camera_trajectory(moves, num_frames, focus=1.0) if moves else None)
+
+    def camera_paths(self, prompts, num_frames: int) -> list[np.ndarray | None]:
+        """The target trajectory of each prompt (None without a camera clause)."""
+        return [self.camera_path(p, num_frames)[1] for p in prompts]
 
     def latent_shape(self, num_frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         c = self.transformer.config.in_channels
@@ -235,32 +240,35 @@ class WorldPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
         noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds]
         return torch.stack(noise)
 
-    def prepare_latents(self, prompts, seeds, num_frames, height, width, camera_init: bool = False):
-        """Starting latents (B, C, T, h, w); see the module docstring for the camera modes."""
+    def prepare_latents(self, prompts, seeds, num_frames, height, width, camera_init: bool = False, paths=None):
+        """Starting latents (B, C, T, h, w); see the module docstring for the camera modes.
+
+        paths: the target trajectories (camera_paths), when the caller has them; else from the prompts."""
         import torch
 
         if len(prompts) != len(seeds):
             raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds")
         latents = self._plain_noise(seeds, self.latent_shape(num_frames, height, width))
         if camera_init and self.config.camera_init_mode == "warped_start":
-            latents = self._warped_start(latents, prompts, seeds, num_frames)
+            latents = self._warped_start(latents, self._warp_paths(prompts, num_frames, paths), seeds)
         return latents.to(self.device, torch.float32)
 
-    def _trajectories(self, prompts, num_frames) -> list[np.ndarray | None]:
-        out = []
-        for p in prompts:
-            moves, c2w = self.camera_path(p, num_frames)
-            out.append(c2w if moves and moves != ["fixed"] else None)
-        return out
+    def _warp_paths(self, prompts, num_frames, paths=None) -> list[np.ndarray | None]:
+        """The paths the noise is warped along: None where there is none or the camera stays fixed."""
+        if paths is None:
+            paths = self.camera_paths(prompts, num_frames)
+        if len(paths) != len(prompts):
+            raise ValueError(f"got {len(paths)} camera paths for {len(prompts)} prompts")
+        return [None if c2w is None or np.allclose(c2w, np.eye(4)) else c2w for c2w in paths]
 
-    def _warped_start(self, fresh, prompts, seeds, num_frames):
+    def _warped_start(self, fresh, paths, seeds):
         import torch
 
         from studio.noise_warp import blend_noise, warped_noise
 
         cfg = self.warp_config
         out = fresh.clone()
-        for i, (c2w, seed) in enumerate(zip(self._trajectories(prompts, num_frames), seeds)):
+        for i, (c2w, seed) in enumerate(zip(paths, seeds)):
             if c2w is not None:
                 rng = np.random.default_rng([int(seed), 0x5EED])
                 base = fresh[i].double().numpy()
@@ -268,8 +276,10 @@ class WorldPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
                 out[i] = torch.from_numpy(blend_noise(w, rng.standard_normal(w.shape), cfg.degradation)).float()
         return out
 
-    def camera_delta(self, latents, prompts, seeds, num_frames):
-        """Normalised warped-minus-fresh delta (B, C, T, h, w); zero without a camera clause."""
+    def camera_delta(self, latents, prompts, seeds, num_frames, paths=None):
+        """Normalised warped-minus-fresh delta (B, C, T, h, w); zero without a camera clause.
+
+        paths: the target trajectories (camera_paths), when the caller has them; else from the prompts."""
         import torch
 
         from studio.noise_warp import camera_delta
@@ -277,7 +287,7 @@ class WorldPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
         if self.config.camera_init_mode != "stepwise_delta":
             return torch.zeros_like(latents)
         fresh = self._plain_noise(seeds, tuple(latents.shape[1:]))
-        delta = camera_delta(fresh, self._trajectories(prompts, num_frames), list(seeds),
+        delta = camera_delta(fresh, self._warp_paths(prompts, num_frames, paths), list(seeds),
                              self.vae_scale_factor_temporal, self.warp_config)
         return delta.to(latents.device, latents.dtype)
 
@@ -388,8 +398,8 @@ class WorldPipeline(_DiffusionPipeline, _WanLoraLoaderMixin):
             cond, uncond = self.encode_prompt([prompt], guidance)
             t1 = time.perf_counter()
             moves, c2w = self.camera_path(prompt, num_frames)
-            latents = self.prepare_latents([prompt], [seed], num_frames, height, width, camera_init)
-            delta = self.camera_delta(latents, [prompt], [seed], num_frames) if camera_init else None
+            latents = self.prepare_latents([prompt], [seed], num_frames, height, width, camera_init, paths=[c2w])
+            delta = self.camera_delta(latents, [prompt], [seed], num_frames, paths=[c2w]) if camera_init else None
             if delta is not None and not bool(delta.abs().amax() > 0):
                 delta = None
             t2 = time.perf_counter()

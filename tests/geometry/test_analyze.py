@@ -173,3 +173,18 @@ def test_shuffled_frames_of_a_sliding_camera_are_consistent_views_and_only_the_p
     # ... and the order defect is in the camera path.
     assert b.metrics["trajectory_smoothness"] < 0.1 * a.metrics["trajectory_smoothness"]
     assert b.metrics["trajectory_error_deg"] > 3 * a.metrics["trajectory_error_deg"]
+
+
+def test_a_given_target_path_is_used_instead_of_the_prompt(orbit):
+    """target_c2w (a Clip's trajectory) gives the numbers the prompt's clause gives; it wins over the prompt."""
+    from studio.camera import camera_trajectory, parse_camera_motion
+
+    clip, a = orbit
+    target = camera_trajectory(parse_camera_motion(clip.prompt), len(clip.frames))
+    b = analyze(clip.frames, None, "ground-truth", target_c2w=target, depth=clip.depth, K=clip.K, clip_scorer=None)
+    assert b.metrics == a.metrics and trajectory_score(b.trajectory) == trajectory_score(a.trajectory)
+    wrong = analyze(clip.frames, clip.prompt, "ground-truth", target_c2w=camera_trajectory(["push_in"], len(clip.frames)),
+                    depth=clip.depth, K=clip.K, clip_scorer=None)
+    assert wrong.metrics["trajectory_error_deg"] > a.metrics["trajectory_error_deg"]
+    with pytest.raises(ValueError, match="target_c2w must be"):
+        analyze(clip.frames, None, "ground-truth", target_c2w=target[:3], depth=clip.depth, K=clip.K)
