@@ -619,3 +619,17 @@ def test_seam_ratio_is_one_without_a_grid_and_grows_with_block_edges():
     blocks = np.clip(blocks.astype(int) + rng.integers(-3, 4, blocks.shape), 0, 255)  # a little texture inside
     assert seam_ratio(blocks, 8) > 5 and seam_ratio(blocks, 16) > 5
     assert seam_ratio(blocks, 8) > seam_ratio(blocks, 3)
+
+
+def test_eval_generator_camera_figures_on_renders_split_single_and_two_move_clauses():
+    from studio.tinyworld.corpus import scene_of
+    from studio.tinyworld.render import render_scene
+    from training.eval_generator import camera_adherence, test_rows
+
+    rows = [r for r in test_rows(40) if r["scene"]["moves"] != ["fixed"]]
+    rows = [r for r in rows if len(r["scene"]["moves"]) == 1][:2] + [r for r in rows if len(r["scene"]["moves"]) == 2][:2]
+    clips = [render_scene(scene_of(r), 17, 64, 64)["frames"] for r in rows]
+    report = camera_adherence(clips, rows)
+    assert report["n"] == 4 and report["1_move"]["n"] == 2 and report["2_move"]["n"] == 2
+    assert report["trajectory_error_deg_median"] < 5 and report["move_match_exact"] >= 0.75  # renders: the ceiling
+    assert 0.5 < report["s_traj_mean"] <= 1.0

@@ -130,6 +130,7 @@ def move_match(c2w: np.ndarray, moves: list[str], focus: float) -> tuple[bool, b
 def camera_adherence(clips: list[np.ndarray], rows: list[dict]) -> dict:
     """Camera figures over all clips, and over single-move and two-move clauses apart."""
     from studio.geometry import analyze
+    from studio.rewards import trajectory_score
 
     per_clip = []  # (number of moves, trajectory error or None, s_traj, exact match, first move right)
     failed = 0
@@ -142,7 +143,8 @@ def camera_adherence(clips: list[np.ndarray], rows: list[dict]) -> dict:
             continue
         valid = a.depth[0][a.depth[0] > 0]
         ok_exact, ok_first = move_match(a.c2w, moves, float(np.median(valid)) if valid.size else 1.0)
-        per_clip.append((len(moves), a.metrics["trajectory_error_deg"], a.metrics["s_traj"], ok_exact, ok_first))
+        s_traj = trajectory_score(a.trajectory) if a.trajectory is not None else 0.0
+        per_clip.append((len(moves), a.metrics["trajectory_error_deg"], s_traj, ok_exact, ok_first))
 
     def summary(recs) -> dict:
         errs = [r[1] for r in recs if r[1] is not None]
