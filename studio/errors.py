@@ -45,9 +45,7 @@ class RequestTimeout(UserError):
     """The request ran past its time limit (it was stopped, or abandoned where it cannot be stopped)."""
 
 
-# LookupError: an id or name that names nothing (a study, a battle, a run), answered 404.
-KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, TimeoutError,
-                                                 LookupError)
+KNOWN_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, TimeoutError)
 
 
 def user_message(error: BaseException) -> str:
@@ -65,14 +63,24 @@ def _title(error: BaseException) -> str:
         return "Timed out"
     if isinstance(error, PermissionError):
         return "Not allowed"
-    if isinstance(error, FileNotFoundError | LookupError):
+    if isinstance(error, FileNotFoundError):
         return "Not found"
     return "Invalid input"
 
 
-def to_gradio_error(error: BaseException, what: str = "request"):
-    """The gr.Error a handler raises for `error`; logs one INFO line (known) or one traceback (unknown)."""
+def to_gradio_error(error: BaseException, what: str = "request", not_found: tuple[type[BaseException], ...] = ()):
+    """The gr.Error a handler raises for `error`; logs one INFO line (known) or one traceback (unknown).
+
+    `not_found`: error types that mean, for this handler, that the id or name the user sent names
+    nothing (the study and training services raise KeyError for that): a user error answered 404.
+    Anywhere else a KeyError is a bug (a race, a missing field) and gets an error id.
+    """
     import gradio as gr
+
+    if not_found and isinstance(error, not_found):
+        message = user_message(error)
+        log.info("%s refused (not found): %s", what, message)
+        return gr.Error(message, title="Not found", print_exception=False)
 
     if isinstance(error, gr.Error):
         log.info("%s refused: %s", what, error.message)

@@ -165,7 +165,7 @@ def build_study_tab(services) -> gr.Dropdown:
             evaluator, source = resolve_evaluator(profile.username if profile else None, stored_id)
             result = service.next_battle(study_name, evaluator, source)
         except USER_ERRORS as exc:
-            raise to_gradio_error(exc, "study request") from None
+            raise to_gradio_error(exc, "study request", not_found=(KeyError,)) from None
         closed = [gr.update(value=None, interactive=False) for _ in CRITERIA]
         if result["done"]:
             return (_empty_battle(), None, None, "", "", f"**{result['message']}** ({result['votes_done']} votes)",
@@ -220,7 +220,7 @@ def build_study_tab(services) -> gr.Dropdown:
             evaluator, _ = resolve_evaluator(profile.username if profile else None, stored_id)
             receipt = service.vote(state["battle_id"], evaluator, answers_from_fields(overall, a3d, camera))
         except USER_ERRORS as exc:
-            raise to_gradio_error(exc, "study request") from None
+            raise to_gradio_error(exc, "study request", not_found=(KeyError,)) from None
         reveal = f"Left was **{receipt['left_system']}**, right was **{receipt['right_system']}**."
         if receipt["attention_check"]:
             reveal += " This pair was an attention check."
@@ -251,7 +251,7 @@ def build_study_tab(services) -> gr.Dropdown:
             # A fresh temp folder: Gradio copies returned files from there, never from the data dir.
             csv_path, json_path = service.export(study_name, tempfile.mkdtemp(prefix="study-export-"))
         except USER_ERRORS as exc:
-            raise to_gradio_error(exc, "study request") from None
+            raise to_gradio_error(exc, "study request", not_found=(KeyError,)) from None
         att = summary["attention"]
         text = headline_text(summary) + "\n\n" + (
             f"**{summary['n_votes']} votes** ({summary['n_pair_votes']} on pairs used, "
@@ -285,7 +285,7 @@ def build_study_tab(services) -> gr.Dropdown:
             evaluator_id, source = resolve_evaluator(profile.username if profile else None, evaluator)
             result = service.next_battle(study, evaluator_id, source)
         except USER_ERRORS as exc:
-            raise to_gradio_error(exc, "study request") from None
+            raise to_gradio_error(exc, "study request", not_found=(KeyError,)) from None
         if not result["done"]:
             result = {**result, "left_video": served_url(result["left_video"]),
                       "right_video": served_url(result["right_video"])}
@@ -299,7 +299,7 @@ def build_study_tab(services) -> gr.Dropdown:
             evaluator_id, _ = resolve_evaluator(profile.username if profile else None, evaluator)
             return service.vote(battle_id, evaluator_id, answers_from_fields(overall, consistency_3d, camera))
         except USER_ERRORS as exc:
-            raise to_gradio_error(exc, "study request") from None
+            raise to_gradio_error(exc, "study request", not_found=(KeyError,)) from None
 
     def ab_results(study: str, exclude_careless: bool = False, admin_password: str = "",
                    profile: gr.OAuthProfile | None = None) -> dict:
@@ -309,7 +309,7 @@ def build_study_tab(services) -> gr.Dropdown:
             check_admin(admin_password, dict(profile) if profile else None)
             return service.results(study, exclude_careless=check_flag(exclude_careless, "exclude_careless"))
         except USER_ERRORS as exc:
-            raise to_gradio_error(exc, "study request") from None
+            raise to_gradio_error(exc, "study request", not_found=(KeyError,)) from None
 
     # queue=False: a vote is one short transaction, and the queue's SSE round trips cost more
     # than the vote itself; these also answer a plain POST to /gradio_api/run/<name>.

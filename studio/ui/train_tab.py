@@ -130,7 +130,7 @@ def build_train_tab(service: TrainingService) -> None:
         try:
             state = service.start(n, p, _knobs(vals), ex)
         except ValueError as e:
-            raise to_gradio_error(e, "training request") from None
+            raise to_gradio_error(e, "training request", not_found=(KeyError,)) from None
         place = service.jobs.queue_position(state["name"])
         time_estimate = service.estimate(p, _knobs(vals), ex)
         gr.Info(f"Run {state['name']} " + (f"is queued (#{place}); it starts when the runs before it end. " if place
@@ -167,7 +167,7 @@ def build_train_tab(service: TrainingService) -> None:
         try:
             state = service.cancel(run)
         except (KeyError, ValueError) as e:
-            raise to_gradio_error(e, "training request") from None
+            raise to_gradio_error(e, "training request", not_found=(KeyError,)) from None
         if state.get("forced"):
             gr.Warning(state["message"])
         else:
@@ -179,7 +179,7 @@ def build_train_tab(service: TrainingService) -> None:
         try:
             state = service.resume(run)
         except (KeyError, ValueError) as e:
-            raise to_gradio_error(e, "training request") from None
+            raise to_gradio_error(e, "training request", not_found=(KeyError,)) from None
         gr.Info(state["message"])
         return table()
 
@@ -190,7 +190,7 @@ def build_train_tab(service: TrainingService) -> None:
         try:
             message = service.delete(run)
         except (KeyError, ValueError) as e:
-            raise to_gradio_error(e, "training request") from None
+            raise to_gradio_error(e, "training request", not_found=(KeyError,)) from None
         gr.Info(message)
         rows = table()
         return rows, gr.Dropdown(choices=[r[0] for r in rows], value=None)
@@ -202,7 +202,7 @@ def build_train_tab(service: TrainingService) -> None:
                 raise ValueError(f"checkpoint: {ckpt!r} is not one of run {run!r}'s checkpoints; pick one from the list")
             path = service.use_checkpoint(run, str(service.jobs.run_dir(run) / ckpt) if ckpt else None)
         except (KeyError, ValueError) as e:
-            raise to_gradio_error(e, "training request") from None
+            raise to_gradio_error(e, "training request", not_found=(KeyError,)) from None
         gr.Info(f"Tuned slot now uses {slot_name(path)}; the Generate tab uses it from the next click")
         return slot_name(path)
 
@@ -232,7 +232,7 @@ def build_train_tab(service: TrainingService) -> None:
         try:
             return service.start(name, preset, {}, overrides)
         except ValueError as e:
-            raise to_gradio_error(e, "training request") from None
+            raise to_gradio_error(e, "training request", not_found=(KeyError,)) from None
 
     def train_status(name: str = "") -> dict:
         """A run's state, metrics rows, log tail and checkpoints; with no name, the list of runs."""
@@ -242,7 +242,7 @@ def build_train_tab(service: TrainingService) -> None:
             st = service.status(name)
             run_dir = service.jobs.run_dir(name)
         except (KeyError, ValueError) as e:
-            raise to_gradio_error(e, "training request") from None
+            raise to_gradio_error(e, "training request", not_found=(KeyError,)) from None
         # Files as paths inside the run: the API answers with no server path.
         return {**st, "checkpoints": [str(Path(p).relative_to(run_dir)) for p in st["checkpoints"]],
                 "samples": [str(Path(p).relative_to(run_dir)) for p in st["samples"]]}
@@ -253,7 +253,7 @@ def build_train_tab(service: TrainingService) -> None:
         try:
             return service.cancel(name)
         except (KeyError, ValueError) as e:
-            raise to_gradio_error(e, "training request") from None
+            raise to_gradio_error(e, "training request", not_found=(KeyError,)) from None
 
     gr.api(train_start, api_name="train_start")
     gr.api(train_status, api_name="train_status", queue=False)
@@ -266,4 +266,4 @@ def _guard(password: str | None, profile) -> None:
     try:
         check_admin(password, dict(profile) if profile else None)
     except PermissionError as e:
-        raise to_gradio_error(e, "training request") from None
+        raise to_gradio_error(e, "training request", not_found=(KeyError,)) from None
