@@ -19,7 +19,7 @@ def build_app(data_dir: str | Path = "data"):
 
     from studio import __version__
     from studio.errors import install as install_error_path
-    from studio.services import Services
+    from studio.app.services import Services
     from studio.ui.analyze_section import build_analyze_section
     from studio.ui.generate_tab import build_generate_tab
     from studio.ui.study_admin import build_study_admin

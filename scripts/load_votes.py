@@ -52,7 +52,7 @@ def prepare_study(data_dir: Path, name: str, votes_per_evaluator: int, db_url: s
     """A study with enough distinct pairs for every evaluator to reach the cap."""
     from studio.study.battles import PromptSpec, StudySpec
     from studio.study.media import generate_synthetic
-    from studio.study.service import StudyService
+    from studio.app.study_service import StudyService
 
     categories = ("static", "camera", "dynamic")
     n_prompts = max(3, (votes_per_evaluator + 1) // 2 + 2)  # × 2 seeds > cap, attention checks aside

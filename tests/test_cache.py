@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from studio.cache import cache_entry, digest, prune
-from studio.compare import compare_dir
+from studio.app.compare import compare_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import gradio as gr
 
-from studio import catalog
-from studio.admin import is_exposed
+from studio.app import catalog
+from studio.app.admin import is_exposed
 from studio.camera import MOVES, camera_clause, parse_camera_motion
-from studio.compare import compare_dir
+from studio.app.compare import compare_dir
 from studio.errors import REQUEST_TIMEOUT_S, handler
-from studio.services import Services
-from studio.zerogpu import MIN_S, generation_seconds, on_gpu
+from studio.app.services import Services
+from studio.app.zerogpu import MIN_S, generation_seconds, on_gpu
 
 EXAMPLES = [
     "Camera orbit left, then push in. A red cube and a blue sphere sit on a checkered floor under a clear blue sky.",
@@ -45,7 +45,7 @@ def _compare_gpu_seconds(services, prompt, seed, steps, guidance, frames, size, 
 def run_compare(services: Services, prompt, seed, steps, guidance, frames, size, camera_init, model, lora,
                 progress=None) -> dict:
     """Handler: validate, compare, and return plain data for the outputs (also the /generate API)."""
-    from studio.compare import compare
+    from studio.app.compare import compare
 
     prompt = (prompt or "").strip()
     if not prompt:

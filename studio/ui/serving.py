@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 from studio.study.db import DB_FILENAME
-from studio.study.service import MEDIA_KEY_FILENAME
+from studio.app.study_service import MEDIA_KEY_FILENAME
 
 # Gradio answers every error of POST /gradio_api/run/<name> with 500. Handlers raise user errors
 # through studio.errors (the one error path), whose titles survive into the error payload;

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.camera import parse_camera_motion
-from studio.services import Services
+from studio.app.services import Services
 from studio.tinyworld.scene import parse_scene_prompt
 
 
@@ -60,7 +60,7 @@ def build_study_admin(services: Services, study_dropdown: gr.Dropdown | None = N
         timer = gr.Timer(2.0, active=False)
 
     def on_create(n, pr, se, sy, c, r, pw, profile: gr.OAuthProfile | None = None):
-        from studio.admin import check_admin
+        from studio.app.admin import check_admin
 
         try:
             check_admin(pw, dict(profile) if profile else None)

@@ -1,4 +1,4 @@
-"""A/B study tab: wiring only; the handlers are `studio.study.service.StudyService`.
+"""A/B study tab: wiring only; the handlers are `studio.app.study_service.StudyService`.
 
 app.py calls `build_study_tab(services)` inside `with gr.Tab(...)`, where `services` is a
 `StudyService` or has one as `.study`; it returns the study dropdown, for the admin section to
@@ -8,7 +8,7 @@ are served from Gradio's upload folder, never from the data dir.
 Endpoints for gradio_client: /ab_next, /ab_vote, /ab_results (plain JSON in and out);
 /ab_next and /ab_vote also answer a plain HTTP POST to /gradio_api/run/ab_next (body
 {"data": [...]}) without the queue, with 400/403/404 and {"error": message} for bad input.
-/ab_results needs admin rights when the studio is exposed (studio.admin).
+/ab_results needs admin rights when the studio is exposed (studio.app.admin).
 
 Run alone (the load script does, until app.py is ready):
     python -m studio.ui.study_tab --port 7861 --data-dir ./data
@@ -22,9 +22,9 @@ import tempfile
 
 import gradio as gr
 
-from studio.admin import check_admin
+from studio.app.admin import check_admin
 from studio.study.db import CRITERIA
-from studio.study.service import (
+from studio.app.study_service import (
     StudyService,
     answers_from_fields,
     check_flag,

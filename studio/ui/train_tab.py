@@ -10,7 +10,7 @@ import gradio as gr
 from studio.pipelines import lora_display_name
 from studio.errors import to_gradio_error
 from studio.plots import curves_figure
-from studio.training_service import CURVES, TrainingService
+from studio.app.training_service import CURVES, TrainingService
 from studio.util import served_folder
 
 COLUMNS = ["name", "status", "preset", "step", "reward (raw)", "started", "checkpoints"]
@@ -261,7 +261,7 @@ def build_train_tab(service: TrainingService) -> None:
 
 
 def _guard(password: str | None, profile) -> None:
-    from studio.admin import check_admin
+    from studio.app.admin import check_admin
 
     try:
         check_admin(password, dict(profile) if profile else None)

@@ -10,7 +10,7 @@ import pytest
 
 from studio.study.battles import create_study, generation_progress, pregenerate, studies_to_resume
 from studio.study.media import generate_synthetic
-from studio.study.service import (
+from studio.app.study_service import (
     StudyService,
     ViewingLog,
     check_battle_id,

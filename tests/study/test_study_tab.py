@@ -14,7 +14,7 @@ gradio_client = pytest.importorskip("gradio_client")
 
 from studio.study.battles import pregenerate  # noqa: E402
 from studio.study.media import generate_synthetic  # noqa: E402
-from studio.study.service import StudyService  # noqa: E402
+from studio.app.study_service import StudyService  # noqa: E402
 from studio.ui.serving import launch_options  # noqa: E402
 from studio.ui.study_tab import STUDY_CSS, build_standalone_app, build_study_tab  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Runs launched the way the studio launches them: studio.jobs starting the real `python -m
+"""Runs launched the way the studio launches them: studio.app.jobs starting the real `python -m
 training.train` CLI on a tiny random WorldPipeline (32×32, 5 frames), with the real geometry reward.
 Resume through the job command, and cancel in the middle of a long epoch ending with a checkpoint
 the run resumes from."""
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from studio.jobs import JobManager
+from studio.app.jobs import JobManager
 from tiny_pipeline import tiny_world_pipeline_dir
 from training.train import list_checkpoints
 

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from studio.pipelines import LORA_WEIGHT_NAME, stamp_lora
-from studio.services import Services
+from studio.app.services import Services
 from studio.ui.generate_tab import lora_choices, run_compare
 
 ARGS = ("Camera pan left. A red cube on a checkered floor.", 0, 2, 5.0, 5, 64, False)

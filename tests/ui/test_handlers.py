@@ -4,8 +4,8 @@ import os
 
 import pytest
 
-from studio.admin import check_admin
-from studio.training_service import TrainingService
+from studio.app.admin import check_admin
+from studio.app.training_service import TrainingService
 from studio.ui.analyze_section import run_analyze
 from studio.ui.generate_tab import with_camera_clause
 from studio.ui.study_admin import categorize
@@ -123,7 +123,7 @@ def test_tiny_or_single_frame_uploads_are_refused(tmp_path):
 
 
 def test_a_signed_in_hugging_face_user_is_the_evaluator_whatever_id_the_page_sends():
-    from studio.study.service import new_browser_evaluator_id, resolve_evaluator
+    from studio.app.study_service import new_browser_evaluator_id, resolve_evaluator
 
     assert resolve_evaluator("ann", "anon:1234") == ("hf:ann", "hf")
     browser_id = new_browser_evaluator_id()

@@ -1,4 +1,4 @@
-"""The Training tab's handlers (studio.training_service) without a browser: knob validation before
+"""The Training tab's handlers (studio.app.training_service) without a browser: knob validation before
 launch, the runs table (raw reward, queue place), failure notices, cancel/resume/delete messages,
 the time estimate, and the tab's own wiring called through its registered functions."""
 import json
@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from studio.jobs import JobManager
-from studio.training_service import RAW_REWARD, TrainingService, parse_overrides, weighted_raw_reward
+from studio.app.jobs import JobManager
+from studio.app.training_service import RAW_REWARD, TrainingService, parse_overrides, weighted_raw_reward
 
 # A trainer stand-in that runs until told twice to stop (like one in a long epoch) and logs a step.
 SLEEPER = textwrap.dedent('''

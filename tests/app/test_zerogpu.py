@@ -1,4 +1,4 @@
-"""studio.zerogpu: the spaces.GPU contract, with a stand-in `spaces` module (the decorator, not the hardware)."""
+"""studio.app.zerogpu: the spaces.GPU contract, with a stand-in `spaces` module (the decorator, not the hardware)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import types
 
 import pytest
 
-from studio import zerogpu
+from studio.app import zerogpu
 
 
 @pytest.fixture

@@ -10,13 +10,13 @@ import json
 from pathlib import Path
 
 from studio.rewards import with_trajectory_score
-from studio.training_service import TrainingService
+from studio.app.training_service import TrainingService
 from studio.util import atomic_write_json
 
 
 class Services:
     def __init__(self, data_dir: Path | str = "data", db_url: str | None = None):
-        from studio.study.service import StudyService
+        from studio.app.study_service import StudyService
 
         self.data_dir = Path(data_dir).resolve()
         self.data_dir.mkdir(parents=True, exist_ok=True)

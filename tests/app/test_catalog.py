@@ -1,4 +1,4 @@
-"""studio.catalog: models and LoRAs by name; an exposed studio loads only what it lists."""
+"""studio.app.catalog: models and LoRAs by name; an exposed studio loads only what it lists."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from studio import catalog
+from studio.app import catalog
 from studio.pipelines import LORA_WEIGHT_NAME
 
 

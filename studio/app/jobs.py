@@ -34,7 +34,7 @@ from studio.util import atomic_write_json
 
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 ACTIVE = ("queued", "running", "cancelling")
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -296,7 +296,7 @@ class JobManager:
         (run_dir / "exit_code").unlink(missing_ok=True)
         cmd = s.command(run_dir, self.python, self.module)
         # The wrapper forwards signals and records the exit code even if this app is gone by then.
-        wrapper = [self.python, "-m", "studio.jobs", "wrap", str(run_dir / "exit_code"), "--", *cmd]
+        wrapper = [self.python, "-m", "studio.app.jobs", "wrap", str(run_dir / "exit_code"), "--", *cmd]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH", "")]))
         log = open(run_dir / "train.log", "ab")
@@ -356,4 +356,4 @@ def _wrap(exit_code_file: str, cmd: list[str]) -> int:
 if __name__ == "__main__":
     if len(sys.argv) >= 4 and sys.argv[1] == "wrap" and sys.argv[3] == "--":
         sys.exit(_wrap(sys.argv[2], sys.argv[4:]))
-    sys.exit("usage: python -m studio.jobs wrap EXIT_CODE_FILE -- COMMAND...")
+    sys.exit("usage: python -m studio.app.jobs wrap EXIT_CODE_FILE -- COMMAND...")

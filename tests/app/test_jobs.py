@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from studio.jobs import JobManager, validate_run_name
+from studio.app.jobs import JobManager, validate_run_name
 
 TRAINER = textwrap.dedent('''
     import argparse, json, signal, sys, time

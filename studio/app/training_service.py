@@ -1,9 +1,9 @@
 """Handlers behind the Training tab and the /train_* endpoints: plain data in, plain data out.
 
-Runs go through `studio.jobs.JobManager` (a background process per run, the same CLI as
+Runs go through `studio.app.jobs.JobManager` (a background process per run, the same CLI as
 `python -m training.train`); the tuned slot remembers which LoRA the Generate tab compares against.
 `tuned_lora()` reads it from disk on every call, and the Generate handler calls it per request
-(studio.catalog's 'tuned'), so a checkpoint loaded here applies at the next click.
+(studio.app.catalog's 'tuned'), so a checkpoint loaded here applies at the next click.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from studio.jobs import JobManager
+from studio.app.jobs import JobManager
 from studio.util import atomic_write_json
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 # The default tuned slot: the LoRA that keeps colour (0.91 vs 0.76 for the rigid/fluid one); docs/results.md
 SHIPPED_LORA = REPO_ROOT / "assets" / "lora" / "world-r1-tinyworld-no-schedule" / "pytorch_lora_weights.safetensors"
 # The knobs the tab exposes, by their TrainConfig names (one name everywhere: CLI, UI, run dir).

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from studio.compare import compare
+from studio.app.compare import compare
 from studio.pipelines import load_pipeline
 
 PROMPT = "Camera pan left. A red cube on a checkered floor."
