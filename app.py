@@ -52,10 +52,11 @@ def build_app(data_dir: str | Path = "data"):
 def launch_kwargs(data_dir: str | Path) -> dict:
     """What `launch` serves: Gradio's upload folder and nothing of the data dir
     (studio.ui.serving has the why), the tabs' CSS, and 4xx statuses for user errors."""
+    from studio.ui.generate_tab import GENERATE_CSS
     from studio.ui.serving import launch_options
     from studio.ui.study_tab import STUDY_CSS
 
-    return launch_options(data_dir, css=STUDY_CSS)
+    return launch_options(data_dir, css=GENERATE_CSS + STUDY_CSS)
 
 
 def main(argv: list[str] | None = None) -> None:

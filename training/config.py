@@ -155,6 +155,9 @@ def world_r1_small() -> TrainConfig:
         timestep_fraction=0.49, steps_per_epoch=1,
         clip_range=1e-3, kl_beta=0.004,
         lora_rank=32, lora_alpha=64, lr=1e-4,
+        # At 480x832x81 the backward pass would keep ~169 GB of activations per micro-batch, ~11 GB
+        # with checkpointing (benchmarks/bench_real_scale.py): no single GPU trains it without.
+        gradient_checkpointing=True,
         # The World-R1 prompt set is not shipped: point these at its files when present
         # (train_prompts=PATH dynamic_prompts=PATH eval_prompts=PATH); the open-world corpus stands in.
         train_prompts="assets/prompts/open_world.jsonl#camera",

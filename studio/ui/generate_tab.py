@@ -84,6 +84,10 @@ def run_compare(services: Services, prompt, seed, steps, guidance, frames, size,
     }
 
 
+# 64- and 128-px TinyWorld clips drawn at 8x / 4x with crisp pixels: the browser's own smoothing at
+# the column's width (about 550 px) blurs them.
+GENERATE_CSS = ".crisp-video video { image-rendering: pixelated; width: 512px; max-width: 100%; height: auto; }\n"
+
 SYNC_PLAY_JS = """
 () => {
   setTimeout(() => {
@@ -131,8 +135,10 @@ def build_generate_tab(services: Services) -> None:
                                    info="'tuned slot' = the LoRA chosen in the Training tab, read at each click")
     go = gr.Button("Generate & compare", variant="primary", elem_id="gen-go")
     with gr.Row():
-        base_video = gr.Video(label="Baseline", autoplay=True, loop=True, elem_id="gen-baseline", interactive=False)
-        tuned_video = gr.Video(label="World-R1 tuned", autoplay=True, loop=True, elem_id="gen-tuned", interactive=False)
+        base_video = gr.Video(label="Baseline", autoplay=True, loop=True, elem_id="gen-baseline", interactive=False,
+                              elem_classes=["crisp-video"])
+        tuned_video = gr.Video(label="World-R1 tuned", autoplay=True, loop=True, elem_id="gen-tuned", interactive=False,
+                               elem_classes=["crisp-video"])
     with gr.Row():
         base_depth = gr.Video(label="Baseline depth", autoplay=True, loop=True, interactive=False)
         tuned_depth = gr.Video(label="Tuned depth", autoplay=True, loop=True, interactive=False)

@@ -37,6 +37,12 @@ def test_generate_and_compare_shows_two_videos_the_paths_and_rendered_point_clou
     table = page.inner_text("#gen-metrics")
     for label in ("Depth-consistency L1", "Reconstruction PSNR", "Trajectory error", "CLIP score", "Reward S_traj"):
         assert label in table
+    # 64-px clips drawn at an integer scale with crisp pixels, not blurred by the browser
+    page.wait_for_function("() => document.querySelector('#gen-tuned video').videoWidth > 0")
+    for side in ("baseline", "tuned"):
+        rendering, natural, width = page.eval_on_selector(
+            f"#gen-{side} video", "v => [getComputedStyle(v).imageRendering, v.videoWidth, v.getBoundingClientRect().width]")
+        assert rendering == "pixelated" and natural == 64 and width == 512, (rendering, natural, width)
 
 
 def test_a_full_ab_session_casts_votes_and_the_results_count_them(page, studio, tuned_lora):
