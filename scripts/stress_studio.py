@@ -36,6 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.bench_upload import encode, make_case, scene_frames  # noqa: E402
+from studio.worker import rss_bytes  # noqa: E402
 from studio import uploads  # noqa: E402
 
 PROMPT = "Camera orbit left, then push in. A red cube and a blue sphere on a checkered floor."
@@ -79,20 +80,9 @@ def process_tree(pid: int) -> dict[int, int]:
     out, todo = {}, [pid]
     while todo:
         p = todo.pop()
-        out[p] = _rss(p)
+        out[p] = rss_bytes(p)
         todo.extend(children.get(p, []))
     return out
-
-
-def _rss(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return 0
 
 
 def _cmdline(pid: int) -> str:

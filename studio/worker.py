@@ -61,7 +61,7 @@ def _release_free_memory() -> None:
         pass
 
 
-def _rss_bytes(pid: int) -> int:
+def rss_bytes(pid: int) -> int:
     """Resident memory of a process (Linux /proc); 0 where unknown."""
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -129,7 +129,7 @@ class Worker:
             self._calls += 1
             self._conn.send((fn, args, kwargs))
             while not self._conn.poll(min(0.25, max(0.0, deadline - time.monotonic()))):
-                rss = _rss_bytes(self._proc.pid)
+                rss = rss_bytes(self._proc.pid)
                 self.peak_rss_bytes = max(self.peak_rss_bytes, rss)
                 if self.max_rss_bytes and rss > self.max_rss_bytes:
                     self.stop()
